@@ -1,0 +1,47 @@
+# zeroburn: the two commands are `make demo` and `make test`; both run `make setup` first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.zeroburn-installed
+UMQTT  := build/lib/umqtt/simple.py
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test demo lint format bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) $(UMQTT) ## create .venv, install pinned dependencies, fetch MicroPython-side deps (idempotent)
+	@$(PY) -m host_tools.runtime --check
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the pins change.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=23" "setuptools>=64"
+	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"
+	@touch $@
+
+$(UMQTT): pyproject.toml $(STAMP)
+	$(PY) -m host_tools.deps
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest -q
+
+demo: setup ## boot a virtual board against the local platform emulator and watch it register
+	$(PY) -m host_tools.demo
+
+lint: setup ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## apply ruff formatting
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup ## measure device and platform figures (zeroburn bench), not part of make test
+	$(VENV)/bin/zeroburn bench --json build/bench.json --plot build/bench.png
+
+clean: ## remove the venv, build output and local platform state
+	rm -rf $(VENV) build .zeroburn
