@@ -1,2 +1,266 @@
-# Placeholder until its issue lands: the subcommand says it is not implemented and exits 1.
-from host_tools.stub import configure_stub as configure  # noqa: F401
+# `zeroburn platform`: serve the emulator and operate it like the Aliyun console.
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+from host_tools import paths
+from host_tools.errors import ZeroburnError
+
+
+def _state(parser):
+    parser.add_argument(
+        "--state",
+        metavar="DIR",
+        default=str(paths.PLATFORM_STATE),
+        help="platform state folder (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def configure(parser, name):
+    sub = parser.add_subparsers(dest="platform_command", metavar="SUBCOMMAND")
+    parser.set_defaults(handler=lambda a: parser.print_help() or 1)
+
+    p = sub.add_parser("serve", help="run the emulator until SIGINT/SIGTERM")
+    _state(p)
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=int, default=1883, help="plain MQTT port, 0 = any free")
+    p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS port, 0 = any free")
+    p.add_argument("--linger", type=float, default=15.0, help="close registration sessions after")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+    p.set_defaults(handler=serve)
+
+    p = sub.add_parser("product", help="add, list or change products")
+    psub = p.add_subparsers(dest="product_command", metavar="ACTION")
+    p.set_defaults(handler=lambda a: p.print_help() or 1)
+    q = psub.add_parser("add", help="create a product (key and secret generated when omitted)")
+    _state(q)
+    q.add_argument("--product-key", metavar="PK")
+    q.add_argument("--product-secret", metavar="PS")
+    q.add_argument("--no-dynamic-registration", action="store_true")
+    q.set_defaults(handler=product_add)
+    q = psub.add_parser("list", help="list products (secrets are not shown)")
+    _state(q)
+    q.set_defaults(handler=product_list)
+    q = psub.add_parser("set", help="switch dynamic registration on or off")
+    _state(q)
+    q.add_argument("product_key", metavar="PK")
+    q.add_argument("--dynamic-registration", choices=("on", "off"), required=True)
+    q.set_defaults(handler=product_set)
+
+    p = sub.add_parser("devices", help="list devices, their clientIds and whether online")
+    _state(p)
+    p.add_argument("--product", metavar="PK")
+    p.set_defaults(handler=devices)
+
+    p = sub.add_parser("messages", help="stored device messages")
+    _state(p)
+    p.add_argument("--device", metavar="DN")
+    p.add_argument("--product", metavar="PK")
+    p.add_argument("--limit", type=int, default=50, help="newest N (default %(default)s, 0: all)")
+    p.set_defaults(handler=messages)
+
+    p = sub.add_parser("events", help="registrations, logins, refusals, disconnects, errors")
+    _state(p)
+    p.add_argument("--device", metavar="DN")
+    p.add_argument("--kind", help="register, login, refuse, disconnect, kick, protocol_error ...")
+    p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
+    p.set_defaults(handler=events)
+
+    p = sub.add_parser("device", help="operator actions on one device")
+    dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
+    p.set_defaults(handler=lambda a: p.print_help() or 1)
+    for action, help_text in (
+        ("keep", "keep one clientId; the others are refused at login"),
+        ("clear", "remove every clientId: the device can register again"),
+        ("disable", "refuse the device's logins and end its session"),
+        ("enable", "allow the device again"),
+        ("delete", "delete the device and its clientIds"),
+        ("add", "pre-register a device (prints its deviceSecret)"),
+    ):
+        q = dsub.add_parser(action, help=help_text)
+        _state(q)
+        q.add_argument("device_name", metavar="DN")
+        q.add_argument("--product", metavar="PK", help="needed when the name is in several")
+        if action == "keep":
+            q.add_argument("client_id", metavar="CLIENT_ID")
+        q.set_defaults(handler=device_action, action=action)
+
+
+def _registry(args, must_exist=True):
+    from pathlib import Path
+
+    from host_tools.platform.registry import DB_FILE, Registry
+
+    if must_exist and not (Path(args.state) / DB_FILE).exists():
+        raise ZeroburnError(
+            f"no platform state in {args.state}: run `zeroburn platform serve` or "
+            "`zeroburn platform product add` first, or pass --state"
+        )
+    return Registry(args.state)
+
+
+def _when(t):
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _print_json(obj):
+    print(json.dumps(obj, default=lambda b: b.decode("utf-8", "replace"), sort_keys=True))
+
+
+def serve(args):
+    from host_tools.platform.server import Platform
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+    )
+    plat = Platform(
+        args.state,
+        bind=args.bind,
+        mqtt_port=args.port,
+        mqtts_port=args.tls_port,
+        linger_s=args.linger,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        plat.start()
+    except OSError as e:
+        raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
+    print(
+        json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path}),
+        flush=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            if not plat.running:
+                raise ZeroburnError("the platform stopped unexpectedly")
+    finally:
+        plat.close()
+        print("zeroburn platform: stopped", file=sys.stderr)
+    return 0
+
+
+def product_add(args):
+    reg = _registry(args, must_exist=False)
+    try:
+        pk, ps = reg.add_product(
+            args.product_key, args.product_secret, not args.no_dynamic_registration
+        )
+    except ValueError as e:
+        raise ZeroburnError(str(e))
+    finally:
+        reg.close()
+    if args.json:
+        _print_json({"productKey": pk, "productSecret": ps})
+    else:
+        print(f"productKey    {pk}\nproductSecret {ps}")
+
+
+def product_list(args):
+    reg = _registry(args)
+    rows = reg.products()
+    reg.close()
+    if args.json:
+        return _print_json(rows)
+    for r in rows:
+        dyn = "on" if r["dynamic_registration"] else "off"
+        print(f"{r['product_key']}  dynamic registration {dyn}  created {_when(r['created'])}")
+
+
+def product_set(args):
+    reg = _registry(args)
+    try:
+        reg.set_dynamic_registration(args.product_key, args.dynamic_registration == "on")
+    except KeyError as e:
+        raise ZeroburnError(e.args[0])
+    finally:
+        reg.close()
+    if args.json:
+        _print_json(
+            {"productKey": args.product_key, "dynamic_registration": args.dynamic_registration}
+        )
+
+
+def devices(args):
+    reg = _registry(args)
+    rows = reg.devices(args.product)
+    reg.close()
+    if args.json:
+        return _print_json(rows)
+    for d in rows:
+        state = "online" if d["online"] else "offline"
+        print(
+            f"{d['product_key']}  {d['device_name']}  {d['status']}  {state}  "
+            f"{d['registrations']} registration(s)"
+        )
+        for c in d["client_ids"]:
+            print(f"    {c['client_id']}  {c['state']}  {_when(c['created'])}")
+
+
+def messages(args):
+    reg = _registry(args)
+    rows = reg.messages(
+        device_name=args.device, product_key=args.product, limit=args.limit or None
+    )
+    reg.close()
+    if args.json:
+        for r in rows:
+            r["payload"] = r["payload"].decode("utf-8", "replace")
+        return _print_json(rows)
+    for r in rows:
+        body = r["payload"].decode("utf-8", "replace")
+        print(f"{_when(r['time'])}  {r['device_name']}  q{r['qos']}  {r['topic']}  {body}")
+
+
+def events(args):
+    reg = _registry(args)
+    rows = reg.events(device_name=args.device, kind=args.kind, limit=args.limit or None)
+    reg.close()
+    if args.json:
+        return _print_json(rows)
+    for r in rows:
+        extra = " ".join(str(x) for x in (r["cause"], r["detail"]) if x)
+        print(f"{_when(r['time'])}  {r['kind']:<14} {r['device_name'] or '-'}  {extra}")
+
+
+def device_action(args):
+    reg = _registry(args)
+    try:
+        pk, dn = (
+            reg.find_device(args.device_name, args.product)
+            if args.action != "add"
+            else (
+                args.product,
+                args.device_name,
+            )
+        )
+        if args.action == "add":
+            if not pk:
+                raise ZeroburnError("device add needs --product PK")
+            secret = reg.add_device(pk, dn)
+            if args.json:
+                return _print_json({"productKey": pk, "deviceName": dn, "deviceSecret": secret})
+            print(f"deviceSecret {secret}")
+            return 0
+        if args.action == "keep":
+            reg.keep_client_id(pk, dn, args.client_id)
+        elif args.action == "clear":
+            reg.clear_device(pk, dn)
+        else:
+            getattr(reg, f"{args.action}_device")(pk, dn)
+    except (KeyError, ValueError) as e:
+        raise ZeroburnError(e.args[0])
+    finally:
+        reg.close()
+    if args.json:
+        _print_json({"productKey": pk, "deviceName": dn, "action": args.action})
+    else:
+        print(f"{args.action}: {dn} ({pk}) at {time.strftime('%H:%M:%S')}")

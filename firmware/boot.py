@@ -1,0 +1,1 @@
+# boot.py: intentionally empty; main.py decides between safe mode and the application.

@@ -1,0 +1,133 @@
+# Verified TLS and the deadline-bounded socket-like object umqtt.simple reads and writes through.
+import binascii
+import select
+import socket
+import ssl
+import time
+
+from micropython import const
+
+_SLICE_MS = const(500)  # longest poll between watchdog feeds
+MAX_READ = 4096  # one read never allocates more: a huge packet is a protocol error, not a crash
+
+
+def tls_context(ca_file):
+    """A client context that checks the server against each root of a PEM bundle."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # MicroPython's fresh context verifies nothing (verify_mode 0): ask for it explicitly.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    n = 0
+    b64 = None
+    with open(ca_file) as f:
+        for line in f:  # line by line: a bundle of several roots never sits in RAM whole
+            line = line.strip()
+            if line == "-----BEGIN CERTIFICATE-----":
+                b64 = []
+            elif line == "-----END CERTIFICATE-----" and b64 is not None:
+                # DER only, one call per root: the calls accumulate, concatenated DER does not
+                ctx.load_verify_locations(cadata=binascii.a2b_base64("".join(b64)))
+                b64 = None
+                n += 1
+            elif b64 is not None:
+                b64.append(line)
+    if not n:
+        raise ValueError("%s holds no PEM certificate" % ca_file)
+    return ctx
+
+
+def open_tls(ctx, host, port, timeout_ms, feed):
+    """TCP connect + TLS handshake (certificate and host name checked), both bounded."""
+    addr = socket.getaddrinfo(host, port)[0][-1]
+    raw = socket.socket()
+    try:
+        # the raw socket's timeout bounds connect() and every step of the blocking handshake
+        raw.settimeout(timeout_ms / 1000)
+        raw.connect(addr)
+        feed()
+        sock = ctx.wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
+    feed()
+    # from here on the socket never blocks: every wait is a poll with a deadline
+    sock.setblocking(False)
+    return Transport(sock, timeout_ms, feed)
+
+
+class Transport:
+    """MicroPython stream semantics with deadlines, handed to umqtt as its .sock.
+
+    read(n) returns exactly n bytes or raises OSError (deadline, EOF); in non-blocking mode
+    (umqtt's check_msg) read returns None when nothing is waiting. `until` (ticks) caps every
+    wait of a whole exchange, e.g. publish + PUBACK.
+    """
+
+    def __init__(self, sock, timeout_ms, feed):
+        self.sock = sock
+        self.timeout = timeout_ms
+        self.feed = feed
+        self.blocking = True
+        self.until = None
+        self.poller = select.poll()
+        self.rx = self.tx = time.ticks_ms()  # last traffic each way, for keepalive decisions
+
+    def setblocking(self, flag):
+        self.blocking = flag
+
+    def deadline(self, ms):
+        """Cap every wait from now until deadline(None) at ms in total."""
+        self.until = None if ms is None else time.ticks_add(time.ticks_ms(), ms)
+
+    def _wait(self, event, start):
+        now = time.ticks_ms()
+        left = self.timeout - time.ticks_diff(now, start)
+        if self.until is not None:
+            left = min(left, time.ticks_diff(self.until, now))
+        if left <= 0:
+            raise OSError(110)  # ETIMEDOUT
+        self.feed()
+        self.poller.register(self.sock, event)
+        self.poller.poll(min(left, _SLICE_MS))
+
+    def read(self, n):
+        if n > MAX_READ:
+            raise OSError(90)  # EMSGSIZE: bigger than anything this device accepts
+        data = b""
+        start = time.ticks_ms()
+        while len(data) < n:
+            # Read before polling: TLS may already hold decrypted bytes the fd poll cannot see.
+            chunk = self.sock.read(n - len(data))
+            if chunk:
+                data += chunk
+                self.rx = time.ticks_ms()
+            elif chunk is not None:
+                raise OSError(104)  # ECONNRESET: the peer closed
+            elif not data and not self.blocking:
+                return None
+            else:
+                self._wait(select.POLLIN, start)
+        return data
+
+    def readinto(self, buf, n=None):
+        data = self.read(n or len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def write(self, buf, n=None):
+        mv = memoryview(buf)[: len(buf) if n is None else n]
+        sent = 0
+        start = time.ticks_ms()
+        while sent < len(mv):
+            k = self.sock.write(mv[sent:])
+            if k:
+                sent += k
+            else:
+                self._wait(select.POLLOUT, start)
+        self.tx = time.ticks_ms()
+        return sent
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

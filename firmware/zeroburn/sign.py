@@ -1,0 +1,71 @@
+# Aliyun MQTT identities: deviceName, regnwl/connwl client ids and the HMAC password.
+import binascii
+import hashlib
+import os
+
+from zeroburn.config import DN_CHARS
+
+_HASHES = {"hmacsha1": "sha1", "hmacsha256": "sha256", "hmacmd5": "md5"}
+
+
+def hmac_hex(key, msg, method):
+    """Lower-case hex HMAC (RFC 2104) over hashlib: MicroPython has no hmac module."""
+    h = getattr(hashlib, _HASHES[method], None)
+    if h is None:
+        raise ValueError("this MicroPython build lacks hashlib for " + method)
+    if isinstance(key, str):
+        key = key.encode()
+    if isinstance(msg, str):
+        msg = msg.encode()
+    if len(key) > 64:
+        key = h(key).digest()
+    ipad = bytearray(64)
+    opad = bytearray(64)
+    for i in range(64):
+        b = key[i] if i < len(key) else 0
+        ipad[i] = b ^ 0x36
+        opad[i] = b ^ 0x5C
+    inner = h(ipad)
+    inner.update(msg)
+    outer = h(opad)
+    outer.update(inner.digest())
+    return binascii.hexlify(outer.digest()).decode()
+
+
+def device_name(uid, prefix=""):
+    """deviceName from the chip id (ESP32: 6-byte base MAC) as lower-case hex."""
+    dn = prefix + binascii.hexlify(uid).decode()
+    ok = 4 <= len(dn) <= 32
+    for c in dn:
+        ok = ok and c in DN_CHARS
+    if not ok:
+        raise ValueError("device name %r breaks Aliyun's deviceName rule" % dn)
+    return dn
+
+
+def fresh_random():
+    # hex only: never one of the , | = that delimit the client id's extension block
+    return binascii.hexlify(os.urandom(8)).decode()
+
+
+def regnwl(cfg, dn, rnd):
+    """(client id, username, password) for dynamic registration without pre-registration."""
+    cid = "%s|securemode=%d,authType=regnwl,random=%s,signmethod=%s" % (
+        dn,
+        cfg.securemode,
+        rnd,
+        cfg.signmethod,
+    )
+    if cfg.instance_id:
+        cid += ",instanceId=" + cfg.instance_id
+    content = "deviceName%sproductKey%srandom%s" % (dn, cfg.product_key, rnd)
+    return (
+        cid + "|",
+        dn + "&" + cfg.product_key,
+        hmac_hex(cfg.product_secret, content, cfg.signmethod),
+    )
+
+
+def connwl(client_id, dn, pk, token):
+    """(client id, username, password) for the token login."""
+    return client_id + "|securemode=-2,authType=connwl|", dn + "&" + pk, token

@@ -1,0 +1,159 @@
+# Board definitions (boards/<name>.json): loaded and validated here, used as data, never as `if`s.
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_tools.errors import ZeroburnError
+from host_tools.paths import BOARDS
+
+# esptool --chip names this project knows, plus the virtual board.
+CHIPS = ("esp32", "esp32s3", "esp32c3", "virtual")
+MPY_ARCHES = ("xtensawin", "rv32imc")
+MAX_GPIO = 48  # ESP32-S3 has GPIO0..48, the others fewer
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    chip: str
+    micropython_build: str | None
+    flash_offset: int | None  # where esptool writes the MicroPython image
+    image_chip_id: int | None  # chip id in the ESP image header (esptool's IMAGE_CHIP_ID)
+    mpy_arch: str | None  # mpy-cross -march; None: portable bytecode
+    led_pin: int | None
+    led_kind: str | None
+    safe_mode_pin: int | None  # the BOOT button: held at boot, the application is skipped
+    has_temp_sensor: bool
+    notes: tuple = ()
+
+    @property
+    def virtual(self):
+        """No serial bootloader, no MicroPython image to install (chip "virtual")."""
+        return self.micropython_build is None
+
+
+def _gpio(value, key):
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_GPIO:
+        raise ValueError(f"{key} must be a GPIO number 0..{MAX_GPIO} or null (got {value!r})")
+    return value
+
+
+def _offset(value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.lower().startswith("0x"):
+        raise ValueError(f'flash_offset must be a hex string like "0x1000" (got {value!r})')
+    try:
+        n = int(value, 16)
+    except ValueError:
+        raise ValueError(f"flash_offset {value!r} is not a hex number")
+    if n % 0x1000:
+        raise ValueError(f"flash_offset {value} must be a multiple of 0x1000 (a flash sector)")
+    return n
+
+
+def _text(value, key, required=True):
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} must be a non-empty string")
+    return value
+
+
+KEYS = {
+    "description",
+    "chip",
+    "micropython_build",
+    "flash_offset",
+    "image_chip_id",
+    "mpy_arch",
+    "led_pin",
+    "led_kind",
+    "safe_mode_pin",
+    "has_temp_sensor",
+    "notes",
+}
+
+
+def parse(data, name):
+    """Check one board definition (a dict from JSON); ValueError says what to fix."""
+    if not isinstance(data, dict):
+        raise ValueError("a board definition is a JSON object")
+    unknown = sorted(set(data) - KEYS)
+    missing = sorted(KEYS - {"notes", "led_kind"} - set(data))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
+    if missing:
+        raise ValueError(f"missing key(s): {', '.join(missing)}")
+    chip = data["chip"]
+    if chip not in CHIPS:
+        raise ValueError(f"chip must be one of {', '.join(CHIPS)} (got {chip!r})")
+    arch = data["mpy_arch"]
+    if arch is not None and arch not in MPY_ARCHES:
+        raise ValueError(f"mpy_arch must be one of {', '.join(MPY_ARCHES)} or null (got {arch!r})")
+    build = _text(data["micropython_build"], "micropython_build", required=False)
+    offset = _offset(data["flash_offset"])
+    chip_id = data["image_chip_id"]
+    if chip_id is not None and (type(chip_id) is not int or not 0 <= chip_id <= 0xFFFF):
+        raise ValueError(f"image_chip_id must be a 16-bit number or null (got {chip_id!r})")
+    real = chip != "virtual"
+    # a real chip needs everything install-micropython and flash use; the virtual one none
+    for key, value in (
+        ("micropython_build", build),
+        ("flash_offset", offset),
+        ("image_chip_id", chip_id),
+        ("mpy_arch", arch),
+    ):
+        if real and value is None:
+            raise ValueError(f"{key} is required for chip {chip}")
+        if not real and value is not None:
+            raise ValueError(f"{key} must be null for the virtual board")
+    if type(data["has_temp_sensor"]) is not bool:
+        raise ValueError("has_temp_sensor must be true or false")
+    led_kind = data.get("led_kind")
+    if led_kind not in (None, "gpio", "ws2812"):
+        raise ValueError(f'led_kind must be "gpio", "ws2812" or null (got {led_kind!r})')
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ValueError("notes must be a list of strings")
+    return Board(
+        name=name,
+        description=_text(data["description"], "description"),
+        chip=chip,
+        micropython_build=build,
+        flash_offset=offset,
+        image_chip_id=chip_id,
+        mpy_arch=arch,
+        led_pin=_gpio(data["led_pin"], "led_pin"),
+        led_kind=led_kind,
+        safe_mode_pin=_gpio(data["safe_mode_pin"], "safe_mode_pin"),
+        has_temp_sensor=data["has_temp_sensor"],
+        notes=tuple(notes),
+    )
+
+
+def names(boards_dir=BOARDS):
+    return sorted(p.stem for p in Path(boards_dir).glob("*.json"))
+
+
+def load(name, boards_dir=BOARDS):
+    """The board called `name` (boards/<name>.json); ZeroburnError if unknown or invalid."""
+    path = Path(boards_dir) / f"{name}.json"
+    if "/" in name or "\\" in name or not path.is_file():
+        known = ", ".join(names(boards_dir)) or "none"
+        raise ZeroburnError(f"unknown board {name!r} (known: {known})")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ZeroburnError(f"{path} is not valid JSON: {e}")
+    try:
+        return parse(data, name)
+    except ValueError as e:
+        raise ZeroburnError(f"{path}: {e}")
+
+
+def load_all(boards_dir=BOARDS):
+    return [load(n, boards_dir) for n in names(boards_dir)]

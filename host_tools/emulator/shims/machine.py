@@ -1,0 +1,177 @@
+# ESP32 `machine` for a virtual board: chip id, resets and their causes, watchdog, RTC, Pin.
+# Shim only: never copied to a board (it would shadow the real module there).
+import zbboard
+from umachine import *  # noqa: F401,F403  (the VM's own stub: idle, mem8, ...)
+
+# Values as on the ESP32 port.
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+WLAN_WAKE = 2
+PIN_WAKE = 2
+EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
+
+_RTC_SIZE = 2048
+
+
+def unique_id():
+    return zbboard.MAC
+
+
+def reset_cause():
+    return int(zbboard.ctl("reset_cause", "1"))
+
+
+def wake_reason():
+    return TIMER_WAKE if reset_cause() == DEEPSLEEP_RESET else 0
+
+
+def _stop(kind, arg=0):
+    # The host restarts the board; this process (or thread) never returns from here.
+    zbboard.event("%s %d" % (kind, arg))
+    while True:
+        zbboard.checkpoint()
+        zbboard.sleep_ms(50)
+
+
+def reset():
+    """Chip reset (esp_restart): the ESP32 port reports it as SOFT_RESET afterwards."""
+    _stop("reset")
+
+
+def soft_reset():
+    """MicroPython soft reset: VM restarts, boot.py runs, the chip's reset cause is kept."""
+    _stop("soft_reset")
+
+
+def deepsleep(ms=0):
+    _stop("deepsleep", ms)
+
+
+def lightsleep(ms=0):
+    zbboard.sleep_ms(ms)
+
+
+_freq = [160000000]
+
+
+def freq(hz=None):
+    if hz is None:
+        return _freq[0]
+    if hz not in (20000000, 40000000, 80000000, 160000000, 240000000):
+        raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
+    _freq[0] = hz
+
+
+class WDT:
+    """The task watchdog: once started it cannot be stopped; the host resets the board when
+    feed() is not called within the timeout."""
+
+    def __init__(self, id=0, timeout=5000):
+        if timeout < 1000:
+            raise ValueError("WDT timeout too short")
+        self.timeout = timeout
+        self._fed = zbboard.ticks_ms()
+        zbboard.event("wdt %d" % timeout)
+
+    def feed(self):
+        # tell the host at most every 100 ms: feeding is cheap on a board and must stay so here
+        now = zbboard.ticks_ms()
+        if zbboard.ticks_diff(now, self._fed) >= 100:
+            self._fed = now
+            zbboard.event("feed 0")
+        zbboard.checkpoint()
+
+
+class RTC:
+    def __init__(self, id=0):
+        pass
+
+    def datetime(self, dt=None):
+        import time
+
+        if dt is None:
+            t = time.localtime()
+            # (year, month, day, weekday, hours, minutes, seconds, subseconds)
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        secs = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        time._set(secs)
+
+    def init(self, dt):
+        self.datetime(dt)
+
+    def memory(self, data=None):
+        if data is None:
+            return zbboard.ctl_bytes("rtc_memory") or b""
+        if len(data) > _RTC_SIZE:
+            raise ValueError("buffer too long")
+        zbboard.set_ctl("rtc_memory", bytes(data))
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.id = id
+        self.mode = mode
+        self.pull = pull
+        self._out = 0
+        if value is not None:
+            self.value(value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        self.mode = mode
+        self.pull = pull
+        if value is not None:
+            self.value(value)
+
+    def value(self, v=None):
+        if v is None:
+            if self.mode == Pin.OUT:
+                return self._out
+            # an input reads what the host holds it at (a button), else its pull
+            held = zbboard.ctl("pin%d" % self.id)
+            if held is not None:
+                return int(held)
+            return 0 if self.pull == Pin.PULL_DOWN else 1
+        self._out = 1 if v else 0
+        zbboard.event("pin %d %d" % (self.id, self._out))
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def irq(self, handler=None, trigger=3):
+        return None
+
+
+class Signal:
+    def __init__(self, pin, invert=False):
+        self.pin = pin
+        self.invert = invert
+
+    def value(self, v=None):
+        if v is None:
+            return self.pin.value() ^ self.invert
+        self.pin.value((1 if v else 0) ^ self.invert)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)

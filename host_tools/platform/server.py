@@ -1,0 +1,948 @@
+# The Aliyun IoT platform emulator: asyncio MQTT 3.1.1 listeners (TLS and TCP) on loopback.
+import asyncio
+import hmac
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from asyncio import sslproto
+from pathlib import Path
+
+from host_tools.platform import auth, codec, pki, registry
+from host_tools.platform.auth import AuthError
+from host_tools.platform.writer import Writer
+
+log = logging.getLogger("zeroburn.platform")
+
+# CONNACK code for each refusal cause. Aliyun documents 2 (bad parameters, plain TCP) and 4
+# (authentication failed); the rest are [UNK] in PROTOCOL.md and default to 4.
+DEFAULT_CODES = {
+    "bad_params": 2,
+    "bad_client_id": 2,
+    "bad_username": 2,
+    "bad_device_name": 2,
+    "bad_product_key": 2,
+    "bad_signmethod": 2,
+    "plain_tcp": 2,
+    "keepalive_too_short": 2,
+    "keepalive_too_long": 2,
+    "unsupported_protocol": 1,
+    "bad_signature": 4,
+    "unknown_product": 4,
+    "dynamic_registration_off": 4,
+    "activation_limit": 4,
+    "device_disabled": 4,
+    "unknown_device": 4,
+    "unknown_client_id": 4,
+    "revoked_client_id": 4,
+    "bad_token": 4,
+    "bad_password": 4,
+    "not_authorized": 5,
+    "injected": 3,
+    "server_error": 3,
+}
+
+DEFAULT_SETTINGS = {
+    "refuse_codes": {},  # cause -> CONNACK code, merged over DEFAULT_CODES
+    "keepalive_min": 30,
+    "keepalive_max": 1200,
+    "keepalive_above_max": "clamp",  # or "refuse"
+    "connect_timeout_s": 10.0,  # a connection must send CONNECT within this
+    "activation_limit": registry.ACTIVATION_LIMIT,
+    "registration_reply_qos": 0,
+    "observer_password": None,  # username "observer" with this password sees every topic
+    "custom_topics": {},  # e.g. {"user/cmd": "sub", "user/data": "all"} on top of the defaults
+    "reply_to_requester": True,  # NTP and property-post replies reach the asker unsubscribed
+    "batch_window_s": 0.002,
+    "synchronous": "NORMAL",  # SQLite: NORMAL survives process crashes; FULL also power loss
+    "max_packet": codec.MAX_PACKET,
+    "ssl_read_buffer": 16 * 1024,  # per TLS connection (asyncio's default: 256 KiB)
+    "slow_consumer_bytes": 8 * 1024 * 1024,
+}
+
+DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """asyncio keeps a 256 KiB read buffer per TLS connection; thousands of devices need less.
+
+    A TLS record carries at most 16 KiB, so a 16 KiB buffer costs only extra read() calls.
+    """
+
+    def __init__(self, read_buffer):
+        super().__init__()
+        self.ssl_protocol = type(
+            "SmallSSLProtocol", (sslproto.SSLProtocol,), {"max_size": int(read_buffer)}
+        )
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        from asyncio import constants, selector_events
+
+        ssl_protocol = self.ssl_protocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout or constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=ssl_shutdown_timeout or constants.SSL_SHUTDOWN_TIMEOUT,
+        )
+        selector_events._SelectorSocketTransport(
+            self, rawsock, ssl_protocol, extra=extra, server=server
+        )
+        return ssl_protocol._app_transport
+
+
+def can_publish(pk, dn, topic, custom):
+    """Aliyun's default topic classes of a device (PROTOCOL.md section 4)."""
+    if topic.startswith(f"/sys/{pk}/{dn}/"):
+        return True
+    if topic == f"/ext/ntp/{pk}/{dn}/request":
+        return True
+    if topic in (
+        f"/ota/device/inform/{pk}/{dn}",
+        f"/ota/device/progress/{pk}/{dn}",
+        f"/ota/device/request/{pk}/{dn}",
+    ):
+        return True
+    own = f"/{pk}/{dn}/"
+    if topic.startswith(own):
+        return custom.get(topic[len(own) :]) in ("pub", "all")
+    return False
+
+
+def can_subscribe(pk, dn, filt, custom):
+    if filt.startswith(f"/sys/{pk}/{dn}/") or filt.startswith(f"/broadcast/{pk}/"):
+        return True
+    if filt in (
+        f"/ext/ntp/{pk}/{dn}/response",
+        f"/ota/device/upgrade/{pk}/{dn}",
+        "/ext/regnwl",
+        "/ext/register",
+    ):
+        return True
+    own = f"/{pk}/{dn}/"
+    if filt.startswith(own):
+        rest = filt[len(own) :]
+        if rest in ("user/#", "user/+", "#"):
+            return True
+        return custom.get(rest) in ("sub", "all")
+    return False
+
+
+def _ms():
+    return str(int(time.time() * 1000))
+
+
+class Session(asyncio.Protocol):
+    """One client connection. States: new -> (auth) -> registration | device | observer."""
+
+    def __init__(self, plat, tls):
+        self.plat = plat
+        self.tls = tls
+        self.transport = None
+        self.state = "new"
+        self.decoder = codec.Decoder(plat.settings["max_packet"])
+        self.pending = []  # packets that arrived while CONNECT was being checked
+        self.closed = False
+        self.clean = False  # DISCONNECT seen: no will
+        self.pk = self.dn = self.client_id = None
+        self.kind = None  # "regnwl", "register", "connwl", "secret", "observer"
+        self.will = None
+        self.keepalive = 0
+        self.deadline = 0.0
+        self.subs = {}  # filter -> qos
+        self.next_pid = 0
+        self.login_time = None
+        self.timers = []
+        self.close_cause = None
+        self.outbuf = []
+
+    # ---- asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.deadline = self.plat.now() + self.plat.settings["connect_timeout_s"]
+        self.plat.conns.add(self)
+
+    def data_received(self, data):
+        if self.closed:
+            return
+        if self.keepalive:
+            self.deadline = self.plat.now() + 1.5 * self.keepalive
+        try:
+            packets = self.decoder.feed(data)
+        except codec.ProtocolError as e:
+            return self.protocol_error(str(e))
+        for p in packets:
+            if self.closed:
+                return
+            if self.state == "auth":
+                self.pending.append(p)
+            else:
+                self.handle(p)
+
+    def connection_lost(self, exc):
+        self.finish(self.close_cause or ("client_disconnect" if self.clean else "connection_lost"))
+
+    def eof_received(self):
+        return False
+
+    # ---- helpers
+
+    def send(self, data):
+        if not self.closed:
+            self.transport.write(data)
+
+    def send_soon(self, data):
+        """Queue bytes written once the current batch of commit callbacks has run: one
+        write (one syscall) for many PUBACKs."""
+        if self.closed:
+            return
+        if not self.outbuf:
+            self.plat.dirty.append(self)
+        self.outbuf.append(data)
+
+    def flush_out(self):
+        if self.outbuf and not self.closed:
+            self.transport.write(b"".join(self.outbuf))
+        self.outbuf = []
+
+    def close(self, cause, abort=False):
+        if self.closed:
+            return
+        self.close_cause = self.close_cause or cause
+        self.finish(cause)
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def finish(self, cause):
+        """Leave the platform exactly once: will, online table, disconnect event."""
+        if self.closed:
+            return
+        self.closed = True
+        plat = self.plat
+        plat.conns.discard(self)
+        for t in self.timers:
+            t.cancel()
+        for f in list(self.subs):
+            plat.unsubscribe(self, f)
+        if self.kind in ("connwl", "secret", "observer", "regnwl", "register"):
+            if self.kind in ("connwl", "secret") and plat.online.get((self.pk, self.dn)) is self:
+                del plat.online[(self.pk, self.dn)]
+                plat.writer.submit(_session_end, (self.pk, self.dn, self.login_time))
+            if self.will and not self.clean and cause != "server_stop":
+                topic, payload, qos = self.will
+                plat.inbound(self, topic, payload, qos, None)
+            plat.writer.event("disconnect", self.pk, self.dn, self.client_id, cause)
+
+    def protocol_error(self, detail):
+        log.info("platform: protocol error from %s: %s", self.peer, detail)
+        self.plat.writer.event(
+            "protocol_error", self.pk, self.dn, self.client_id, "protocol_error", detail
+        )
+        self.close("protocol_error", abort=True)
+
+    def refuse(self, cause, detail="", pk=None, dn=None):
+        code = self.plat.codes.get(cause, 4)
+        log.info("platform: refused %s (%s%s) code %d", self.client_id, cause, ": " + detail, code)
+        self.plat.writer.event("refuse", pk, dn, self.client_id, cause, detail or None)
+        self.send(codec.encode_connack(code))
+        self.close("refused")
+
+    def pid(self):
+        self.next_pid = self.next_pid % 65535 + 1
+        return self.next_pid
+
+    def deliver(self, topic, payload, qos):
+        if self.closed:
+            return
+        if qos:
+            self.send(codec.encode_publish(topic, payload, 1, self.pid()))
+        else:
+            self.send(codec.encode_publish(topic, payload))
+        if self.transport.get_write_buffer_size() > self.plat.settings["slow_consumer_bytes"]:
+            self.close("slow_consumer", abort=True)
+
+    # ---- packets
+
+    def handle(self, p):
+        t = p.type if isinstance(p, codec.Packet) else None
+        if self.state == "new":
+            if not isinstance(p, codec.Connect):
+                return self.protocol_error("first packet is not CONNECT")
+            return self.on_connect(p)
+        if isinstance(p, codec.Connect):
+            return self.protocol_error("second CONNECT on a connection")
+        if isinstance(p, codec.Publish):
+            return self.on_publish(p)
+        if t == codec.PINGREQ:
+            return self.send(codec.PINGRESP_BYTES)
+        if t == codec.DISCONNECT:
+            self.clean = True
+            return self.close("client_disconnect")
+        if t == codec.SUBSCRIBE:
+            return self.on_subscribe(p)
+        if t == codec.UNSUBSCRIBE:
+            for f in p.items:
+                self.plat.unsubscribe(self, f)
+            return self.send(codec.encode_unsuback(p.packet_id))
+        if t == codec.PUBACK:
+            return None
+        return self.protocol_error(f"unexpected packet type {t} from a client")
+
+    def on_connect(self, c):
+        plat = self.plat
+        self.client_id = c.client_id
+        if (c.protocol, c.level) not in (("MQTT", 4), ("MQIsdp", 3)):
+            return self.refuse("unsupported_protocol", f"{c.protocol} level {c.level}")
+        if plat.refuse_count > 0:
+            plat.refuse_count -= 1
+            self.send(codec.encode_connack(plat.refuse_code))
+            plat.writer.event("refuse", None, None, c.client_id, "injected")
+            return self.close("refused")
+        try:
+            prefix, params = auth.parse_client_id(c.client_id)
+            if c.username == plat.settings["observer"] and plat.settings["observer_password"]:
+                return self.login_observer(c)
+            dn, pk = auth.parse_username(c.username)
+            self.pk, self.dn = pk, dn
+            auth_type = params.get("authType")
+            if auth_type in ("regnwl", "register"):
+                return self.register(c, auth_type, prefix, params, pk, dn)
+            if c.password is None:
+                raise AuthError("bad_params", "no password")
+            password = c.password.decode("utf-8", "replace")
+            keepalive = self.check_keepalive(c.keepalive)
+            if auth_type == "connwl":
+                if params.get("securemode") != "-2":
+                    raise AuthError("bad_params", "connwl needs securemode=-2")
+                self.check_token(pk, dn, prefix, password)
+                self.kind = "connwl"
+            elif auth_type is None and "securemode" in params:
+                self.check_device_secret(pk, dn, prefix, params, password)
+                self.kind = "secret"
+            else:
+                raise AuthError("bad_params", f"unknown authType {auth_type!r}")
+        except AuthError as e:
+            return self.refuse(e.cause, e.detail, self.pk, self.dn)
+        self.will = (c.will_topic, c.will_payload, min(c.will_qos, 1)) if c.will_topic else None
+        self.client_id = prefix
+        self.login(keepalive)
+
+    def check_keepalive(self, ka):
+        s = self.plat.settings
+        if ka < s["keepalive_min"]:
+            raise AuthError("keepalive_too_short", f"keepalive {ka} < {s['keepalive_min']} s")
+        if ka > s["keepalive_max"]:
+            if s["keepalive_above_max"] == "refuse":
+                raise AuthError("keepalive_too_long", f"keepalive {ka} > {s['keepalive_max']} s")
+            ka = s["keepalive_max"]
+        return ka
+
+    def check_token(self, pk, dn, client_id, token):
+        rc = self.plat.rconn
+        if registry.product(rc, pk) is None:
+            raise AuthError("unknown_product")
+        dev = registry.device(rc, pk, dn)
+        if dev is None:
+            raise AuthError("unknown_device")
+        row = registry.client_id_row(rc, pk, dn, client_id)
+        if row is None:
+            raise AuthError("unknown_client_id")
+        if not hmac.compare_digest(row["token_hash"], auth.token_hash(token)):
+            raise AuthError("bad_token")
+        if row["state"] != "active":
+            raise AuthError("revoked_client_id")
+        if dev["status"] != "enabled":
+            raise AuthError("device_disabled")
+
+    def check_device_secret(self, pk, dn, client_id, params, password):
+        if params.get("securemode") not in ("2", "3", "-2"):
+            raise AuthError("bad_params", "securemode must be 2 or 3")
+        method = params.get("signmethod", "").lower()
+        if method not in auth.SIGN_METHODS:
+            raise AuthError("bad_signmethod", "signmethod must be hmacsha1/256/md5")
+        rc = self.plat.rconn
+        if registry.product(rc, pk) is None:
+            raise AuthError("unknown_product")
+        dev = registry.device(rc, pk, dn)
+        if dev is None or not dev["device_secret"]:
+            raise AuthError("unknown_device")
+        if dev["status"] != "enabled":
+            raise AuthError("device_disabled")
+        fields = {"clientId": client_id, "deviceName": dn, "productKey": pk}
+        if "timestamp" in params:
+            fields["timestamp"] = params["timestamp"]
+        auth.check_signature(method, dev["device_secret"], fields, password)
+
+    def login_observer(self, c):
+        want = self.plat.settings["observer_password"].encode()
+        if not hmac.compare_digest(want, c.password or b""):
+            return self.refuse("bad_password")
+        self.kind = "observer"
+        self.keepalive = c.keepalive
+        self.state = "observer"
+        self.send(codec.encode_connack(0))
+        self.plat.writer.event("login", None, None, c.client_id, "observer")
+
+    def login(self, keepalive):
+        plat = self.plat
+        key = (self.pk, self.dn)
+        old = plat.online.get(key)
+        if old is not None and old is not self:
+            plat.writer.event("kick", self.pk, self.dn, old.client_id, "duplicate_login")
+            old.close("kicked")
+        plat.online[key] = self
+        self.keepalive = keepalive
+        self.deadline = plat.now() + 1.5 * keepalive
+        self.state = "device"
+        self.login_time = time.time()
+        plat.writer.submit(_session_start, (self.pk, self.dn, self.client_id, self.login_time))
+        plat.writer.event("login", self.pk, self.dn, self.client_id, self.kind)
+        self.send(codec.encode_connack(0))
+
+    def register(self, c, auth_type, prefix, params, pk, dn):
+        plat = self.plat
+        if not self.tls:
+            raise AuthError("plain_tcp", "registration needs TLS")
+        if params.get("securemode") not in ("2", "-2"):
+            raise AuthError("bad_params", "securemode must be 2 or -2")
+        method = params.get("signmethod", "")
+        if method.lower() not in auth.SIGN_METHODS:
+            raise AuthError("bad_signmethod", "signmethod must be hmacsha1/256/md5")
+        random = params.get("random")
+        if not random or not auth.RANDOM.match(random):
+            raise AuthError("bad_params", "random missing or malformed")
+        if not c.password:
+            raise AuthError("bad_params", "no password")
+        prod = registry.product(plat.rconn, pk)
+        if prod is None:
+            raise AuthError("unknown_product")
+        if not prod["dynamic_registration"]:
+            raise AuthError("dynamic_registration_off")
+        auth.check_signature(
+            method.lower(),
+            prod["product_secret"],
+            {"deviceName": dn, "productKey": pk, "random": random},
+            c.password.decode("utf-8", "replace"),
+        )
+        self.kind = auth_type
+        self.state = "auth"
+        if auth_type == "regnwl":
+            op = _activate
+            args = (pk, dn, plat.settings["activation_limit"], self.client_id)
+        else:
+            op = _issue_secret
+            args = (pk, dn, self.client_id)
+        plat.writer.submit(op, args, self.registered)
+
+    def registered(self, result):
+        if self.closed:
+            return
+        if isinstance(result, Exception):
+            self.kind = None
+            if isinstance(result, AuthError):
+                return self.refuse(result.cause, result.detail, self.pk, self.dn)
+            return self.refuse("server_error", str(result), self.pk, self.dn)
+        self.state = "registration"
+        self.send(codec.encode_connack(0))
+        if self.kind == "regnwl":
+            client_id, token = result
+            body = {
+                "productKey": self.pk,
+                "deviceName": self.dn,
+                "clientId": client_id,
+                "deviceToken": token,
+            }
+            topic = "/ext/regnwl"
+        else:
+            body = {"productKey": self.pk, "deviceName": self.dn, "deviceSecret": result}
+            topic = "/ext/register"
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        plat = self.plat
+        qos = plat.settings["registration_reply_qos"]
+        if not plat.withhold_reply:
+            if plat.reply_delay_s > 0:
+                self.timers.append(
+                    plat.loop.call_later(plat.reply_delay_s, self.deliver, topic, payload, qos)
+                )
+            else:
+                self.deliver(topic, payload, qos)
+        self.timers.append(plat.loop.call_later(plat.linger_s, self.close, "linger"))
+        pending, self.pending = self.pending, []
+        for p in pending:
+            if self.closed:
+                break
+            self.handle(p)
+
+    def on_subscribe(self, p):
+        codes = []
+        for f, q in p.items:
+            ok = self.kind == "observer" or (
+                self.state == "device" and can_subscribe(self.pk, self.dn, f, self.plat.custom)
+            )
+            if self.state == "registration":
+                ok = f in ("/ext/regnwl", "/ext/register")
+            if ok:
+                g = min(q, 1)
+                self.plat.subscribe(self, f, g)
+                codes.append(g)
+            else:
+                self.plat.writer.event(
+                    "forbidden", self.pk, self.dn, self.client_id, "subscribe", f
+                )
+                codes.append(0x80)
+        self.send(codec.encode_suback(p.packet_id, codes))
+
+    def on_publish(self, p):
+        if p.qos == 2:
+            return self.protocol_error("QoS 2 is not supported")
+        plat = self.plat
+        allowed = self.kind == "observer" or (
+            self.state == "device" and can_publish(self.pk, self.dn, p.topic, plat.custom)
+        )
+        if not allowed:
+            # Aliyun acknowledges a forbidden PUBLISH and drops it; the connection stays.
+            plat.writer.event("forbidden", self.pk, self.dn, self.client_id, "publish", p.topic)
+            if p.qos:
+                pid = p.packet_id
+                plat.writer.submit(_noop, (), lambda _r: self.send_soon(codec.encode_puback(pid)))
+            return
+        plat.inbound(self, p.topic, p.payload, p.qos, p.packet_id)
+
+
+def _noop(conn):
+    return None
+
+
+def _activate(conn, pk, dn, limit, cid):
+    client_id, token = registry.activate(conn, pk, dn, limit)
+    registry.add_event(conn, "register", pk, dn, cid, "regnwl", client_id)
+    return client_id, token
+
+
+def _issue_secret(conn, pk, dn, cid):
+    ds = registry.issue_device_secret(conn, pk, dn)
+    registry.add_event(conn, "register", pk, dn, cid, "register")
+    return ds
+
+
+def _session_start(conn, pk, dn, client_id, since):
+    conn.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)", (pk, dn, client_id, since))
+
+
+def _session_end(conn, pk, dn, since):
+    conn.execute(
+        "DELETE FROM sessions WHERE product_key = ? AND device_name = ? AND since = ?",
+        (pk, dn, since),
+    )
+
+
+class Platform:
+    """The emulator. start() runs it in a background thread; stop() stops it; restartable."""
+
+    def __init__(
+        self,
+        state_dir,
+        bind="127.0.0.1",
+        mqtt_port=0,
+        mqtts_port=0,
+        linger_s=15.0,
+        **settings,
+    ):
+        unknown = set(settings) - set(DEFAULT_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"unknown platform setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}"
+            )
+        self.state_dir = Path(state_dir)
+        self.bind = bind
+        self.mqtt_port, self.mqtts_port = mqtt_port, mqtts_port
+        self.linger_s = float(linger_s)
+        self.settings = dict(DEFAULT_SETTINGS, **settings)
+        self.settings["observer"] = "observer"
+        if self.settings["keepalive_above_max"] not in ("clamp", "refuse"):
+            raise ValueError("keepalive_above_max must be 'clamp' or 'refuse'")
+        self.codes = dict(DEFAULT_CODES, **self.settings["refuse_codes"])
+        self.custom = dict(DEFAULT_CUSTOM, **self.settings["custom_topics"])
+        ca, cert, key = pki.ensure(self.state_dir)
+        self.ca_path = str(ca)
+        self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ssl_context.load_cert_chain(cert, key)
+        self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # Devices never resume TLS sessions; issuing tickets costs every handshake time.
+        self.ssl_context.num_tickets = 0
+        self.ssl_context.options |= ssl.OP_NO_TICKET
+        self.registry = registry.Registry(self.state_dir)
+        self.pid = os.getpid()
+        self.loop = None
+        self._thread = None
+        self._servers = []
+        self.conns = set()
+        self.online = {}
+        self.subs = {}  # literal filter -> {session: qos}
+        self.wild = {}  # literal prefix before the first wildcard -> {(filter, session): qos}
+        self.refuse_count, self.refuse_code = 0, 3
+        self.dirty = []  # sessions with queued PUBACKs (see Session.send_soon)
+        self.reply_delay_s, self.withhold_reply = 0.0, False
+
+    # ---- lifecycle
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout=30.0):
+        if self.running:
+            raise RuntimeError("platform already running")
+        ready = threading.Event()
+        failure = []
+        self.loop = _Loop(self.settings["ssl_read_buffer"])
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self._startup())
+            except BaseException as e:
+                failure.append(e)
+                ready.set()
+                self.loop.close()
+                return
+            ready.set()
+            try:
+                self.loop.run_forever()
+            finally:
+                self.loop.close()
+
+        self._thread = threading.Thread(target=run, name="platform", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("platform did not start in time")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self, timeout=30.0):
+        if not self.running:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        try:
+            fut.result(timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def close(self):
+        self.stop()
+        self.registry.close()
+
+    async def _startup(self):
+        self.loop.set_exception_handler(_quiet_exceptions)
+        self.rconn = registry.connect(self.state_dir)
+        self.rconn.execute("DELETE FROM sessions")  # nobody is online after a (re)start
+        self.generation = registry.generation(self.rconn)
+        self.writer = Writer(
+            self.state_dir,
+            self.loop,
+            self.settings["batch_window_s"],
+            self.settings["synchronous"],
+        )
+        self.writer.after_batch = self._flush_dirty
+        await self._listen()
+        self._ticker = self.loop.create_task(self._tick())
+        log.info("platform: listening mqtt %s mqtts %s", self.mqtt_port, self.mqtts_port)
+
+    async def _listen(self):
+        loop = self.loop
+        plain = await loop.create_server(
+            lambda: Session(self, False),
+            self.bind,
+            self.mqtt_port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        tls = await loop.create_server(
+            lambda: Session(self, True),
+            self.bind,
+            self.mqtts_port,
+            ssl=self.ssl_context,
+            reuse_address=True,
+            backlog=4096,
+        )
+        self._servers = [plain, tls]
+        self.mqtt_port = plain.sockets[0].getsockname()[1]
+        self.mqtts_port = tls.sockets[0].getsockname()[1]
+        for s in (plain, tls):
+            for sock in s.sockets:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def _unlisten(self, drop):
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            await s.wait_closed() if not drop else None
+        self._servers = []
+        if drop:
+            for c in list(self.conns):
+                c.close("server_stop", abort=True)
+
+    async def _shutdown(self):
+        self._ticker.cancel()
+        await self._unlisten(drop=True)
+        await asyncio.sleep(0)
+        await self.loop.run_in_executor(None, self.writer.stop)
+        self.rconn.close()
+
+    async def _tick(self):
+        """Keepalive and connect deadlines, linger, and operator changes made elsewhere."""
+        while True:
+            step = max(0.05, min(0.5, self.settings["keepalive_min"] / 8))
+            await asyncio.sleep(step)
+            now = self.now()
+            for c in list(self.conns):
+                if c.state != "registration" and now > c.deadline and c.deadline:
+                    if c.state == "new":
+                        c.close("connect_timeout", abort=True)
+                    elif c.state in ("device", "observer") and c.keepalive:
+                        c.close("keepalive_timeout", abort=True)
+            try:
+                gen = registry.generation(self.rconn)
+            except Exception:  # a locked database must not stop the ticker
+                continue
+            if gen != self.generation:
+                self.generation = gen
+                self._recheck_sessions()
+
+    def _recheck_sessions(self):
+        """Operator actions (disable, delete, keep, clear) end sessions they invalidate."""
+        rc = self.rconn
+        for (pk, dn), s in list(self.online.items()):
+            dev = registry.device(rc, pk, dn)
+            ok = dev is not None and dev["status"] == "enabled"
+            if ok and s.kind == "connwl":
+                row = registry.client_id_row(rc, pk, dn, s.client_id)
+                ok = row is not None and row["state"] == "active"
+            if not ok:
+                self.writer.event("kick", pk, dn, s.client_id, "operator")
+                s.close("operator", abort=True)
+
+    def now(self):
+        return self.loop.time()
+
+    def _flush_dirty(self):
+        dirty, self.dirty = self.dirty, []
+        for s in dirty:
+            s.flush_out()
+
+    # ---- routing
+
+    def subscribe(self, s, f, qos):
+        s.subs[f] = qos
+        if "+" in f or "#" in f:
+            levels = []
+            for lv in f.split("/"):
+                if lv in ("+", "#"):
+                    break
+                levels.append(lv)
+            self.wild.setdefault("/".join(levels), {})[(f, s)] = qos
+        else:
+            self.subs.setdefault(f, {})[s] = qos
+
+    def unsubscribe(self, s, f):
+        if s.subs.pop(f, None) is None:
+            return
+        if "+" in f or "#" in f:
+            levels = []
+            for lv in f.split("/"):
+                if lv in ("+", "#"):
+                    break
+                levels.append(lv)
+            key = "/".join(levels)
+            d = self.wild.get(key)
+            if d is not None:
+                d.pop((f, s), None)
+                if not d:
+                    del self.wild[key]
+        else:
+            d = self.subs.get(f)
+            if d is not None:
+                d.pop(s, None)
+                if not d:
+                    del self.subs[f]
+
+    def route(self, topic, payload, qos):
+        """Deliver to every matching subscription (a session gets one copy, highest QoS)."""
+        targets = dict(self.subs.get(topic, ()))
+        if self.wild:
+            levels = topic.split("/")
+            for k in range(len(levels) + 1):
+                d = self.wild.get("/".join(levels[:k]))
+                if d:
+                    for (f, s), q in d.items():
+                        if codec.topic_matches(f, topic) and targets.get(s, -1) < q:
+                            targets[s] = q
+        for s, q in targets.items():
+            s.deliver(topic, payload, min(q, qos))
+        return targets
+
+    def inbound(self, s, topic, payload, qos, packet_id):
+        """An accepted PUBLISH: store, route, answer platform services, PUBACK after commit."""
+        cb = None
+        if qos and packet_id is not None:
+            cb = lambda r: s.send_soon(codec.encode_puback(packet_id)) if r is None else None
+        self.writer.message((time.time(), s.pk, s.dn, s.client_id, topic, qos, payload), cb)
+        self.route(topic, payload, qos)
+        if s.pk and topic.startswith("/"):
+            self.services(s, topic, payload)
+
+    def services(self, s, topic, payload):
+        pk, dn = s.pk, s.dn
+        if topic == f"/ext/ntp/{pk}/{dn}/request":
+            recv = _ms()
+            try:
+                body = json.loads(payload)
+                sent = str(body["deviceSendTime"])
+            except (ValueError, KeyError, TypeError):
+                return
+            reply = {"deviceSendTime": sent, "serverRecvTime": recv, "serverSendTime": _ms()}
+            self.reply(s, f"/ext/ntp/{pk}/{dn}/response", reply)
+        elif topic == f"/sys/{pk}/{dn}/thing/event/property/post":
+            try:
+                body = json.loads(payload)
+                if not isinstance(body, dict):
+                    raise ValueError
+            except ValueError:
+                return
+            ack = (body.get("sys") or {}).get("ack", 1) if isinstance(body.get("sys"), dict) else 1
+            if str(ack) == "0":
+                return
+            reply = {
+                "id": str(body.get("id", "")),
+                "code": 200,
+                "data": {},
+                "message": "success",
+                "method": "thing.event.property.post",
+                "version": str(body.get("version", "1.0")),
+            }
+            self.reply(s, topic + "_reply", reply)
+
+    def reply(self, s, topic, body):
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        targets = self.route(topic, payload, 0)
+        if s not in targets and self.settings["reply_to_requester"]:
+            s.deliver(topic, payload, 0)
+
+    # ---- thread-safe controls (operator, tests, fault injection)
+
+    def _call(self, fn, *args, timeout=10.0):
+        if not self.running:
+            raise RuntimeError("platform is not running")
+
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def add_product(self, *a, **kw):
+        return self.registry.add_product(*a, **kw)
+
+    def publish(self, topic, payload, qos=0):
+        """Cloud-to-device message (like Aliyun's Pub API): route to subscribers now."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return len(self._call(self.route, topic, bytes(payload), min(qos, 1)))
+
+    def refuse_next(self, n, code=3):
+        """Refuse the next n CONNECTs (any kind) with CONNACK `code`."""
+
+        def set_():
+            self.refuse_count, self.refuse_code = int(n), int(code)
+
+        self._call(set_)
+
+    def drop(self, device_name, product_key=None):
+        """Cut a device's connection(s) without DISCONNECT (its will fires); returns how many."""
+
+        def run():
+            hit = [
+                c
+                for c in self.conns
+                if c.dn == device_name and (product_key is None or c.pk == product_key)
+            ]
+            for c in hit:
+                self.writer.event("kick", c.pk, c.dn, c.client_id, "dropped")
+                c.close("dropped", abort=True)
+            return len(hit)
+
+        return self._call(run)
+
+    def delay_registration_reply(self, seconds):
+        """Push the /ext/regnwl result this many seconds after CONNACK (0: at once)."""
+        self._call(setattr, self, "reply_delay_s", float(seconds))
+
+    def withhold_registration_reply(self, on=True):
+        """CONNACK 0 but never send the registration result (the session still lingers)."""
+        self._call(setattr, self, "withhold_reply", bool(on))
+
+    def stop_listening(self, drop_connections=True):
+        """Close both listeners (and by default every connection); the state stays."""
+        asyncio.run_coroutine_threadsafe(self._unlisten(drop_connections), self.loop).result(10)
+
+    def start_listening(self):
+        """Listen again on the same ports."""
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
+
+    def connections(self):
+        """[(kind, pk, dn, client_id)] of the open sessions (for tests)."""
+        return self._call(
+            lambda: sorted(
+                (c.kind or c.state, c.pk, c.dn, c.client_id) for c in self.conns if not c.closed
+            )
+        )
+
+    def flush(self):
+        """Wait until everything accepted so far is committed."""
+        done = threading.Event()
+        self._call(lambda: self.writer.submit(_noop, (), lambda _r: done.set()))
+        if not done.wait(10):
+            raise RuntimeError("platform writer did not commit in time")
+
+
+def _quiet_exceptions(loop, context):
+    # Handshake failures and resets from misbehaving clients are expected; keep them at debug.
+    exc = context.get("exception")
+    if isinstance(exc, (ssl.SSLError, ConnectionError, OSError)):
+        log.debug("platform: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)

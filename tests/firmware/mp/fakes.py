@@ -1,0 +1,142 @@
+# Fakes for firmware tests on both runtimes: NVS (ESP-IDF commit semantics), hardware, clock.
+import gc
+
+from zeroburn.clock import Clock
+
+
+class Stop(BaseException):
+    """Ends a test run from inside the firmware (not an Exception: the app must not catch it)."""
+
+
+class FakeNvs:
+    """Uncommitted changes are visible but lost at a power cut, as on ESP-IDF."""
+
+    def __init__(self):
+        self.committed = {}
+        self.pending = {}
+        self.writes = 0
+
+    def set_blob(self, key, value):
+        self.pending[key] = bytes(value)
+        self.writes += 1
+
+    def get_blob(self, key, buf):
+        v = self.pending.get(key, self.committed.get(key))
+        if v is None:
+            raise OSError(-4354)  # ESP_ERR_NVS_NOT_FOUND
+        if len(buf) < len(v):
+            raise OSError(-4364)  # ESP_ERR_NVS_INVALID_LENGTH
+        buf[: len(v)] = v
+        return len(v)
+
+    def commit(self):
+        self.committed.update(self.pending)
+        self.pending = {}
+
+    def power_cut(self):
+        self.pending = {}
+
+
+class FakeHW:
+    def __init__(self, mac=b"\x24\x0a\xc4\x12\x34\x56", nvs=None):
+        self.mac = mac
+        self._nvs = nvs
+        self.rtc = b""
+        self.wifi = True
+        self.ntp_ok = True
+        self.feeds = 0
+        self.peak = 0
+        self.wdt = None
+        self.slept = None
+
+    def unique_id(self):
+        return self.mac
+
+    def wifi_start(self, ssid, password):
+        pass
+
+    def wifi_ok(self):
+        return self.wifi
+
+    def wifi_stop(self):
+        pass
+
+    def rssi(self):
+        return -55
+
+    def wdt_start(self, seconds):
+        self.wdt = seconds
+
+    def feed(self):
+        self.feeds += 1
+        used = gc.mem_alloc()  # feed() runs inside every wait: a fair place to sample the heap
+        if used > self.peak:
+            self.peak = used
+
+    def rtc_read(self):
+        return self.rtc
+
+    def rtc_write(self, blob):
+        self.rtc = bytes(blob)
+
+    def nvs(self):
+        return self._nvs
+
+    def temperature(self):
+        return 41.5
+
+    def woke_from_sleep(self):
+        return self.slept is not None
+
+    def deepsleep(self, ms):
+        self.slept = ms
+        raise Stop("deepsleep %d" % ms)
+
+    def reset(self):
+        raise Stop("reset")
+
+    def safe_mode_pin(self, pin):
+        return False
+
+    def ntp(self, host):
+        return self.ntp_ok
+
+
+class FakeClock(Clock):
+    """Virtual time: sleeps return at once, so minutes of back-off cost nothing; stops at limit."""
+
+    def __init__(self, limit_ms):
+        Clock.__init__(self)
+        self.now = 0
+        self.limit = limit_ms
+        self.sleeps = []
+
+    def ticks(self):
+        return self.now
+
+    def add(self, t, ms):
+        return t + ms
+
+    def diff(self, a, b):
+        return a - b
+
+    def since(self, t):
+        return self.now - t
+
+    def sleep_ms(self, ms, feed):
+        if ms >= 1000:  # back-off waits only: the idle loop's 100 ms naps would fill the heap
+            self.sleeps.append(ms)
+        end = self.now + ms
+        while True:  # slices, as Clock.sleep_ms: the sample timer keeps running
+            feed()
+            if self.now >= end:
+                return
+            self.now = min(end, self.now + 500)
+            if self.now > self.limit:
+                raise Stop("virtual time limit")
+
+    def unix_ms(self):
+        return Clock.unix_ms(self) + self.now
+
+    def uptime_s(self):
+        return self.now // 1000

@@ -1,0 +1,66 @@
+# The full device cycle from .mpy files in a capped GC heap on the MicroPython VM.
+import json
+import os
+
+from host_tools.build import compile_mpy
+from host_tools.paths import FIRMWARE, UMQTT_SIMPLE
+from tests.conftest import run_micropython
+from tests.firmware.conftest import PK, SECRET
+from tests.firmware.cpy import HERE
+
+# The issue asks for 48K; on this 64-bit VM the full cycle needs 66K today (README, memory):
+# this guards against growth until the firmware is slimmed further.
+HEAP = os.environ.get("ZB_HEAP", "72K")
+
+
+def stage_mpy(out):
+    """The firmware package and umqtt.simple as mpy-cross output, as a board gets them."""
+    for src in sorted((FIRMWARE / "zeroburn").glob("*.py")):
+        rel = f"zeroburn/{src.name}"
+        (out / "zeroburn").mkdir(parents=True, exist_ok=True)
+        (out / rel[:-3]).with_suffix(".mpy").write_bytes(compile_mpy(src, rel))
+    (out / "umqtt").mkdir(exist_ok=True)
+    (out / "umqtt" / "simple.mpy").write_bytes(compile_mpy(UMQTT_SIMPLE, "umqtt/simple.py"))
+    for name in ("fakes", "fw_scenarios"):  # the harness too: compiling it would cost heap
+        (out / f"{name}.mpy").write_bytes(compile_mpy(HERE / "mp" / f"{name}.py", f"{name}.py"))
+    return sum(p.stat().st_size for p in (out / "zeroburn").glob("*.mpy"))
+
+
+def full_cycle(micropython, tmp_path, certs, broker, heap):
+    lib = tmp_path / "lib"
+    size = stage_mpy(lib)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
+    cfg = {
+        "product_key": PK,
+        "product_secret": SECRET,
+        "host": "localhost",
+        "port": broker.port,
+        "wifi_ssid": "lab",
+        "interval_s": 1,
+    }
+    (flash / "scenario.json").write_text(json.dumps({"cfg": cfg, "limit_ms": 112000}))
+    broker.drop_after = 50  # one reconnect in the middle
+    proc = run_micropython(
+        micropython,
+        "import fw_scenarios\nfw_scenarios.boot()\n",
+        path=[lib],
+        heap=heap,
+        cwd=flash,
+        timeout=120,
+    )
+    return proc, size
+
+
+def test_full_cycle_fits_the_heap_from_mpy(micropython, tmp_path, certs, broker):
+    proc, size = full_cycle(micropython, tmp_path, certs, broker, HEAP)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "MemoryError" not in proc.stdout
+    result = json.loads(proc.stdout.splitlines()[-1].removeprefix("RESULT "))
+    acked = [json.loads(p)["id"] for t, p in broker.published if t.endswith("/user/update")]
+    assert len(events := [e for e in broker.events if e[0] == "regnwl"]) == 1, events
+    assert len([e for e in broker.events if e[0] == "dropped"]) == 1
+    assert len(acked) >= 100 and sorted(set(acked)) == list(range(1, max(acked) + 1))
+    assert result["regs"] == 1
+    print(f"\n.mpy total {size} bytes, peak GC alloc {result['peak_alloc']} bytes in {HEAP}")
