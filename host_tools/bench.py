@@ -360,18 +360,17 @@ async def platform_section(plat, pk, ps, prof):
             "rss_kib": rss,
             "rss_per_connection_kib": round((rss - rss_base) / max(1, len(connected)), 2),
         }
-        probe = lg.LatencyProbe()
-        watcher = await _latency_watcher(plat, pk, creds, probe, ctx)
+        observer = _start_observer(plat, pk, prof["latency_seconds"] + 3)
         pairs = [(c, platform_routes(pk, creds[i])) for i, c in enumerate(connected)]
         cpu = _CpuMeter(plat.pid)
         pub = await lg.paced_publishing(
-            pairs, prof["rate_per_device"], prof["latency_seconds"], probe.payload
+            pairs, prof["rate_per_device"], prof["latency_seconds"], lg.LatencyProbe.payload
         )
         scale.update(cpu.shares())
-        watcher.close()
         scale["published"] = pub
-        scale["latency_ms"] = lg.summarize(probe.latencies)
-        scale["latency_p99_by_second"] = [x[2] for x in probe.by_second(99)]
+        seen = await asyncio.to_thread(_observer_result, observer)
+        scale["latency_ms"] = seen["latency_ms"]
+        scale["latency_p99_by_second"] = seen["p99_by_second"]
         out["scales"][str(n)] = scale
     for c in connected:
         c.close()
@@ -379,19 +378,46 @@ async def platform_section(plat, pk, ps, prof):
     return out
 
 
-async def _latency_watcher(plat, pk, creds, probe, ctx):
+def _start_observer(plat, pk, seconds):
     """The emulator's observer (a back-end subscriber, like Aliyun's server-side subscription)
-    subscribed to every device's user/update: what it receives, minus the timestamp in the
-    payload, is the routing latency."""
-    c = await lg.open_client("127.0.0.1", plat.mqtts_port, ctx, on_message=probe.on_message)
-    rc = await c.mqtt_connect("bench-observer", "observer", plat.observer_password, 300)
-    if rc != 0:
-        c.close(False)
-        raise lg.LoadError(f"observer-connack-{rc}")
-    granted = await c.subscribe(f"/{pk}/+/user/update", 1)
-    if granted != [1]:
-        raise lg.LoadError("observer-suback", str(granted))
-    return c
+    on every device's user/update, over verified TLS, in a process of its own: what it
+    receives, minus the send time stamped in the payload, is the routing latency."""
+    env = _child_env()
+    env["ZB_OBSERVER_PASSWORD"] = plat.observer_password
+    topic = f"/{pk}/+/user/update"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "host_tools.loadgen",
+            "observe",
+            str(plat.mqtts_port),
+            str(plat.ca_path),
+            "observer",
+            topic,
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    line = _readline_with_timeout(proc.stdout, 20)
+    if line != "ready":
+        proc.kill()
+        raise ZeroburnError(f"the latency observer did not start: {line}")
+    return proc
+
+
+def _observer_result(proc, timeout=60):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise ZeroburnError("the latency observer did not finish")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    if "error" in result:
+        raise ZeroburnError(f"latency observer: {result['error']}")
+    return result
 
 
 # ---------------------------------------------------------------- mosquitto section

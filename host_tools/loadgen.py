@@ -113,6 +113,7 @@ class MqttClient(asyncio.Protocol):
         self._msg_waiter = None
         self.inbox = []  # (topic, payload) when no on_message callback is set
         self.closed = None
+        self._sub_sent = False
 
     # asyncio.Protocol
     def connection_made(self, transport):
@@ -417,8 +418,8 @@ async def publish_throughput(clients_topics, per_client, window=16, time_limit=2
 class LatencyProbe:
     """Collects routing latencies from payloads that start with a send timestamp.
 
-    Payload: b'{"t":<perf_counter seconds>,...}'; perf_counter is the same clock in one
-    process, so publisher and subscriber must live in the same process (they do here).
+    Payload: b'{"t":<perf_counter seconds>,...}'. On Linux perf_counter is CLOCK_MONOTONIC,
+    the same clock in every process of the machine, so the subscriber may run elsewhere.
     """
 
     def __init__(self):
@@ -776,3 +777,100 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- observer process
+
+
+def observe(port, ca_path, username, password, topic, seconds, out=None):
+    """Subscribe (blocking TLS socket, in its own process) and collect routing latencies.
+
+    The publishers stamp perf_counter() into each payload; on Linux perf_counter is
+    CLOCK_MONOTONIC, one clock for every process on the machine, so a separate process can
+    subtract. Separate, so that the subscriber's reading is not slowed by the publishers'
+    event loop. It subscribes at QoS 0: routing latency without the subscriber's own
+    acknowledgements in the path (the publishers publish at QoS 1). Prints "ready" once
+    subscribed, then one JSON line with the summary.
+    """
+    import sys
+
+    out = out or sys.stdout
+    ctx = client_ssl_context(ca_path)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    probe = LatencyProbe()
+    client = MqttClient(on_message=probe.on_message)
+
+    class _Sock:
+        def write(self, data):
+            s.sendall(data)
+
+        def is_closing(self):
+            return False
+
+    client.transport = _Sock()
+    client._connack = _Box()
+    client._suback = _Box()
+    client.write(connect_packet("bench-observer", username, password, 300))
+    s.settimeout(1.0)
+    end = time.perf_counter() + 10
+    while not (client._connack.done() and client._suback.done()) and time.perf_counter() < end:
+        if client._connack.done() and not client._sub_sent:
+            if client._connack.result() != 0:
+                break
+            client.write(subscribe_packet(1, [(topic, 0)]))
+            client._sub_sent = True
+        try:
+            data = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        client.data_received(data)
+    if not client._suback.done() or client._suback.result() != [0]:
+        print(json.dumps({"error": "observer could not subscribe"}), file=out, flush=True)
+        return 1
+    print("ready", file=out, flush=True)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        try:
+            data = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        client.data_received(data)
+    s.close()
+    result = {"latency_ms": summarize(probe.latencies)}
+    result["p99_by_second"] = [x[2] for x in probe.by_second(99)]
+    print(json.dumps(result), file=out, flush=True)
+    return 0
+
+
+class _Box:
+    """The bit of a future the blocking observer needs (no event loop there)."""
+
+    def __init__(self):
+        self._value, self._set = None, False
+
+    def done(self):
+        return self._set
+
+    def set_result(self, value):
+        self._value, self._set = value, True
+
+    def result(self):
+        return self._value
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 7 and sys.argv[1] == "observe":
+        port, ca, user, topic, secs = sys.argv[2:]
+        pw = os.environ.get("ZB_OBSERVER_PASSWORD", "")  # not on the command line
+        sys.exit(observe(int(port), ca, user, pw, topic, float(secs)))
+    print(
+        "usage: ZB_OBSERVER_PASSWORD=... python -m host_tools.loadgen observe PORT CA USER TOPIC S"
+    )
+    sys.exit(2)

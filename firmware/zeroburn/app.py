@@ -193,9 +193,11 @@ class App:
                 m["cr"] = 0
                 self.rec = None
                 self.store.wipe()
-                # the first re-registration is immediate; a token refused again waits long
-                return self.reg_delay() if m.get("rn") else 0
+                # A token that worked before was revoked by the operator: register again at
+                # once. One refused before it ever worked would burn slots in a loop: wait long.
+                return 0 if m.pop("ok", 0) or not m.get("rn") else self.reg_delay()
             m["cr"] = 0
+            m["ok"] = 1
             log("mqtt", "online as %s" % self.dn)
             return self.online(c)
         finally:

@@ -328,6 +328,24 @@ class VirtualBoard:
                     )
                 self._cond.wait(min(left, 0.2))
 
+    def follow(self, start=0, timeout=None):
+        """Console lines as they arrive, from index `start`; ends `timeout` seconds after the
+        call (None: when the board is stopped)."""
+        i = start
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                while i >= len(self.lines):
+                    if self._stopped.is_set() and self._supervisor is None:
+                        return
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    self._cond.wait(0.2 if left is None else min(left, 0.2))
+                line = self.lines[i]
+            i += 1
+            yield line
+
     def count(self, pattern):
         rx = re.compile(pattern)
         with self._cond:

@@ -54,6 +54,12 @@ def configure(parser, name):
     run.add_argument("--product-secret", help="with --platform: override the product secret")
     run.add_argument("--signmethod", help="with --platform: hmacsha1, hmacsha256 or hmacmd5")
     run.add_argument(
+        "--platform-port",
+        type=int,
+        metavar="PORT",
+        help="with --platform: its TLS port (default: what its state folder records)",
+    )
+    run.add_argument(
         "--until-messages",
         type=int,
         default=0,
@@ -195,6 +201,8 @@ def _platform_config(args):
     kwargs = {}
     if args.signmethod:
         kwargs["signmethod"] = args.signmethod
+    if args.platform_port:
+        kwargs["port"] = args.platform_port
     try:
         return platform_config(
             args.platform, args.product_key, product_secret=args.product_secret, **kwargs
@@ -203,11 +211,14 @@ def _platform_config(args):
         raise ZeroburnError(str(e))
 
 
-def _acked_counter(args, board):
-    """How many telemetry messages the platform acknowledged: from its SQLite messages for
-    this device when the state folder is known (the honest count), else from the console."""
+def _acked_counter(args, board, config):
+    """How many telemetry messages the platform acknowledged since the board started: from the
+    platform's SQLite messages for this device when its state folder is known (the honest
+    count), else from the firmware's `[tel] acked #<n>` console lines."""
     import re
 
+    if args.platform:
+        return _platform_counter(Path(args.platform), board, config)
     rx = re.compile(ACK_MARKER)
 
     def from_console():
@@ -221,6 +232,35 @@ def _acked_counter(args, board):
     return from_console
 
 
+def _platform_counter(state, board, config):
+    import sqlite3
+
+    from host_tools.platform.registry import DB_FILE
+
+    pk = config["product_key"]
+    dn = config.get("device_name_prefix", "") + board.mac.replace(":", "")
+    topic = f"/{pk}/{dn}/user/update"
+    since = time.time()
+    db = state / DB_FILE
+
+    def from_platform():
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                row = con.execute(
+                    "SELECT COUNT(*) FROM messages WHERE product_key = ? AND device_name = ?"
+                    " AND topic = ? AND time >= ?",
+                    (pk, dn, topic, since),
+                ).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+        return row[0]
+
+    return from_platform
+
+
 def _run(args):
     args.heap = args.heap or "48K"
     faults = _check_args(args)
@@ -230,9 +270,13 @@ def _run(args):
     config = None
     ca_pem = None
     if args.platform:
+        from host_tools.config_cmd import platform_ca
+
         config = _platform_config(args)
-        ca = Path(args.platform) / "ca.pem"
-        ca_pem = config.pop("_ca_pem", None) or (ca.read_text() if ca.exists() else None)
+        ca = platform_ca(args.platform)
+        if not ca.exists():
+            raise ZeroburnError(f"{ca} is missing: is {args.platform} a platform state folder?")
+        ca_pem = ca.read_text()
     elif args.config:
         config = args.config
     elif not (flash / "config.json").exists():
@@ -242,7 +286,7 @@ def _run(args):
     board = _make_board(args, lambda data: (out.write(data), out.flush()))
     if config is not None or not _installed(flash, args.runtime):
         board.install(config=config, ca_pem=ca_pem)
-    count = _acked_counter(args, board)
+    count = _acked_counter(args, board, config if isinstance(config, dict) else {})
     stop = threading.Event()
     _wait_signal(stop)
     board.start()

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from host_tools import paths
 from host_tools.errors import ZeroburnError
@@ -134,16 +135,18 @@ def serve(args):
         plat.start()
     except OSError as e:
         raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
-    print(
-        json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path}),
-        flush=True,
-    )
+    ready = json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path})
+    # The same line in <state>/serve.json, so `config init --platform` finds the ports.
+    ready_file = Path(args.state) / "serve.json"
+    ready_file.write_text(ready + "\n")
+    print(ready, flush=True)
     try:
         while not stop.wait(0.5):
             if not plat.running:
                 raise ZeroburnError("the platform stopped unexpectedly")
     finally:
         plat.close()
+        ready_file.unlink(missing_ok=True)
         print("zeroburn platform: stopped", file=sys.stderr)
     return 0
 

@@ -253,7 +253,8 @@ class Session(asyncio.Protocol):
                 plat.writer.submit(_session_end, (self.pk, self.dn, self.login_time))
             if self.will and not self.clean and cause != "server_stop":
                 topic, payload, qos = self.will
-                plat.inbound(self, topic, payload, qos, None)
+                if self.kind == "observer" or can_publish(self.pk, self.dn, topic, plat.custom):
+                    plat.inbound(self, topic, payload, qos, None)
             plat.writer.event("disconnect", self.pk, self.dn, self.client_id, cause)
 
     def protocol_error(self, detail):
@@ -481,6 +482,12 @@ class Session(asyncio.Protocol):
             topic = "/ext/register"
         payload = json.dumps(body, separators=(",", ":")).encode()
         plat = self.plat
+        if plat.reply_override is not None:
+            payload = (
+                plat.reply_override(body)
+                if callable(plat.reply_override)
+                else (plat.reply_override)
+            )
         qos = plat.settings["registration_reply_qos"]
         if not plat.withhold_reply:
             if plat.reply_delay_s > 0:
@@ -606,6 +613,7 @@ class Platform:
         self.refuse_count, self.refuse_code = 0, 3
         self.dirty = []  # sessions with queued PUBACKs (see Session.send_soon)
         self.reply_delay_s, self.withhold_reply = 0.0, False
+        self.reply_override = None  # fault: bytes sent instead of the real registration result
 
     # ---- lifecycle
 
@@ -679,7 +687,15 @@ class Platform:
             self.settings["synchronous"],
         )
         self.writer.after_batch = self._flush_dirty
-        await self._listen()
+        try:
+            await self._listen()
+        except BaseException:
+            for s in self._servers:
+                s.close()
+            self._servers = []
+            self.writer.stop()
+            self.rconn.close()
+            raise
         self._ticker = self.loop.create_task(self._tick())
         log.info("platform: listening mqtt %s mqtts %s", self.mqtt_port, self.mqtts_port)
 
@@ -692,6 +708,7 @@ class Platform:
             reuse_address=True,
             backlog=4096,
         )
+        self._servers = [plain]
         tls = await loop.create_server(
             lambda: Session(self, True),
             self.bind,
@@ -700,7 +717,7 @@ class Platform:
             reuse_address=True,
             backlog=4096,
         )
-        self._servers = [plain, tls]
+        self._servers.append(tls)
         self.mqtt_port = plain.sockets[0].getsockname()[1]
         self.mqtts_port = tls.sockets[0].getsockname()[1]
         for s in (plain, tls):
@@ -914,6 +931,12 @@ class Platform:
     def withhold_registration_reply(self, on=True):
         """CONNACK 0 but never send the registration result (the session still lingers)."""
         self._call(setattr, self, "withhold_reply", bool(on))
+
+    def corrupt_registration_reply(self, payload=None):
+        """Fault: after CONNACK 0 send `payload` (bytes, or a function of the real result dict
+        returning bytes) instead of the real result; None restores the real one. The slot is
+        spent all the same, as a reply lost on the way would spend it."""
+        self._call(setattr, self, "reply_override", payload)
 
     def stop_listening(self, drop_connections=True):
         """Close both listeners (and by default every connection); the state stays."""

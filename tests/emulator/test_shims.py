@@ -49,6 +49,8 @@ print("R t1", time.time())
 print("R roundtrip", time.mktime(time.gmtime(123456789)))
 print("R temp", esp32.mcu_temperature())
 print("R freq", machine.freq())
+led = machine.Pin(2, machine.Pin.OUT)
+led.on()
 print("R ready", 1)
 wait_button(0)
 print("R t2", time.time())
@@ -70,6 +72,7 @@ print("R t2", time.time())
     assert int(r["roundtrip"]) == 123456789
     assert int(r["temp"]) == 41
     assert int(r["freq"]) == 160000000
+    assert b.pins == {2: 1}  # the status LED the firmware drove
     assert 3600 <= int(r["t2"]) - int(r["t1"]) < 3600 + 300
 
 

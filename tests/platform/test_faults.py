@@ -191,3 +191,11 @@ def test_secrets_never_logged(tmp_path, caplog):
     assert "refused" in text  # refusals are logged ...
     for secret in (ps, reg["deviceToken"], bad["deviceToken"], pw, pw[:-2]):
         assert secret not in text  # ... without any secret
+
+
+def test_port_in_use_is_reported_and_nothing_leaks(platform, tmp_path):
+    busy = Platform(tmp_path / "other", mqtt_port=platform.mqtt_port)
+    with pytest.raises(OSError):
+        busy.start()
+    assert not busy.running
+    busy.registry.close()

@@ -214,3 +214,23 @@ def test_operator_actions_from_another_connection_end_sessions(platform, device)
             login(platform, device)
     finally:
         operator.close()
+
+
+def test_keep_ends_the_live_session_of_a_revoked_client_id(platform, product):
+    pk, ps = product
+    first, second = register(platform, pk, ps, DN), register(platform, pk, ps, DN)
+    c = login(platform, first)
+    platform.registry.keep_client_id(pk, DN, second["clientId"])
+    assert c.closed_by_server(timeout=5)
+    kicks = wait_for(
+        lambda: [e for e in events(platform, kind="kick") if e["cause"] == "operator"]
+    )
+    assert kicks[0]["client_id"] == first["clientId"]
+    login(platform, second).disconnect()
+
+
+def test_unknown_setting_is_a_clear_error(tmp_path):
+    from host_tools.platform.server import Platform
+
+    with pytest.raises(ValueError, match="keepalive_minimum"):
+        Platform(tmp_path / "p", keepalive_minimum=1)
