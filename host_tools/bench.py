@@ -274,6 +274,7 @@ async def _throughput(clients_topics, pid, prof):
     r.update(meter.shares())
     r["server_cpu_s"] = round(cpu, 3)
     r["server_cpu_us_per_msg"] = round(cpu / r["acked"] * 1e6, 2) if r["acked"] else None
+    r["per_server_core_s"] = round(r["acked"] / cpu, 1) if cpu else None
     r["per_s"] = round(r["per_s"], 1)
     r["seconds"] = round(r["seconds"], 3)
     return r
@@ -314,6 +315,9 @@ async def platform_section(plat, pk, ps, prof):
         "concurrency": prof["reg_concurrency"],
         **cpu.shares(),
     }
+    # What one core of the server does, whoever was the bottleneck (the client's TLS may be).
+    share = out["registrations"]["server_cpu_share"]
+    out["registrations"]["per_server_core_s"] = round(reg["per_s"] / share, 1) if share else None
     if not creds:
         raise ZeroburnError(f"no registration succeeded: {reg['errors']}")
 
@@ -986,6 +990,7 @@ def flatten(results):
     p = results.get("platform", {})
     if p.get("available"):
         f["platform.registrations_per_s"] = p["registrations"]["per_s"]
+        f["platform.registrations_per_server_core_s"] = p["registrations"].get("per_server_core_s")
         f["platform.qos1_per_s"] = p["qos1_throughput"]["per_s"]
         f["platform.qos1_cpu_us_per_msg"] = p["qos1_throughput"]["server_cpu_us_per_msg"]
         f["platform.rss_per_connection_kib"] = p.get("rss_per_connection_kib")

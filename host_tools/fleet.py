@@ -230,7 +230,7 @@ def run_fleet(
     platform_state=None,
     chaos=False,
     timeout=None,
-    seed=0,
+    seed=None,
     work=None,
     progress_stream=sys.stderr,
     heap="48K",
@@ -248,12 +248,18 @@ def run_fleet(
     if timeout is None:
         timeout = 60 + devices * (0.5 if runtime == "cpython" else 2) + messages * interval * 2
         timeout += 60 if chaos else 0
+    if seed is None:
+        # fresh MACs each run: a kept platform state allows only 5 activations per deviceName
+        seed = random.randrange(1 << 16)
     lg.raise_nofile(4 * devices + 256)
     own_work = work is None
     work = Path(work or tempfile.mkdtemp(prefix="zeroburn-fleet-"))
     state = Path(platform_state) if platform_state else work / "platform"
-    plat = Platform(state, mqtt_port=0, mqtts_port=0)
-    plat.start()
+    plat = running_platform(state)
+    external = plat is not None
+    if not external:
+        plat = Platform(state, mqtt_port=0, mqtts_port=0)
+        plat.start()
     boards, stats = [], []
     try:
         pk, ps = plat.registry.add_product()
@@ -263,7 +269,8 @@ def run_fleet(
         build.stage(template, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime=runtime)
         prewarm_board_runtime(runtime)
         progress = Progress(stats, messages, progress_stream)
-        ch = Chaos(seed, budget=max(3, devices // 2)) if chaos else None
+        kinds = Chaos.KINDS if not external else ("wifi_drop", "power_cut")  # not ours to restart
+        ch = Chaos(seed, budget=max(3, devices // 2), kinds=kinds) if chaos else None
         started = time.monotonic()
         for i in range(devices):
             mac = mac_for(i, seed)
@@ -302,6 +309,7 @@ def run_fleet(
             stats, stored_message_keys(plat.registry, pk, names), started, ended
         )
         summary["runtime"] = runtime
+        summary["seed"] = seed
         summary["messages_per_device"] = messages
         summary["complete"] = _finished(stats, messages, ch, after_chaos)
         if ch is not None:
@@ -314,8 +322,37 @@ def run_fleet(
             except Exception:
                 pass
         plat.stop()
+        if external:
+            plat.registry.close()
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class _RunningPlatform:
+    """A platform another process serves (`zeroburn platform serve --state DIR`), found through
+    the ready file it keeps in its state folder; its SQLite is opened directly."""
+
+    def __init__(self, state, ready):
+        from host_tools.platform.registry import Registry
+
+        self.mqtt_port, self.mqtts_port, self.ca_path = ready["mqtt"], ready["mqtts"], ready["ca"]
+        self.registry = Registry(state)
+
+    def stop(self):
+        pass  # not ours
+
+
+def running_platform(state):
+    """The platform serving `state` right now, or None (then the fleet starts its own)."""
+    import socket
+
+    try:
+        ready = json.loads((Path(state) / "serve.json").read_text())
+        with socket.create_connection(("127.0.0.1", ready["mqtts"]), timeout=2):
+            pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _RunningPlatform(state, ready)
 
 
 def _finished(stats, messages, chaos, after_chaos):
@@ -365,7 +402,8 @@ def _inject(ch, boards, plat, progress):
 def format_summary(s):
     b = s["boot_to_first_ack_ms"]
     lines = [
-        f"devices {s['devices']} ({s['runtime']}), registered {s['registered']}, "
+        f"devices {s['devices']} ({s['runtime']}, seed {s['seed']}), "
+        f"registered {s['registered']}, "
         f"online {s['online']}, acked {s['acked']} in {s['seconds']} s",
         f"registrations/s {s['registrations_per_s']}  messages/s {s['messages_per_s']}",
         f"boot to first ack ms: p50 {b['p50']}  p95 {b['p95']}  p99 {b['p99']}",
@@ -394,7 +432,9 @@ def configure(parser, name):
     parser.add_argument(
         "--heap", default="48K", help="GC heap of each MicroPython board (-X heapsize)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="MACs and chaos are derived from it")
+    parser.add_argument(
+        "--seed", type=int, help="MACs and the chaos schedule derive from it (default: random)"
+    )
     parser.add_argument("--timeout", type=float, help="give up after this many seconds")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     parser.set_defaults(handler=_run)

@@ -312,6 +312,8 @@ def _run(args):
                     return 0
                 break
         else:
+            if not args.until_messages:
+                return 130  # Ctrl-C ends a plain run, as for any foreground command
             reason = "interrupted"
     finally:
         board.stop()

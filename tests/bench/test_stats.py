@@ -113,3 +113,21 @@ def test_targets_and_ratios_from_figures():
     assert by_key["device.mpy_kib"] == "miss"
     assert by_key["platform.latency_4000_p99_ms"] == "pass"
     assert by_key["device.min_heap_kib"] == "n/a"
+
+
+def test_mosquitto_missing_without_root_is_reported_not_fatal(monkeypatch, tmp_path):
+    from host_tools import sysdeps
+
+    monkeypatch.setattr(sysdeps, "MOSQUITTO_PATHS", ())
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mosquitto, no apt-get on it
+    assert sysdeps.ensure_mosquitto(log=lambda m: None) == (
+        None,
+        "mosquitto is not installed and there is no apt-get to install it",
+    )
+    (tmp_path / "apt-get").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "apt-get").chmod(0o755)
+    monkeypatch.setattr(sysdeps.os, "geteuid", lambda: 1000)
+    path, reason = sysdeps.ensure_mosquitto(log=lambda m: None)
+    assert path is None and "needs root" in reason
+    flat = bench.flatten({"mosquitto": bench.unavailable(reason)})
+    assert "mosquitto.qos1_per_s" not in flat

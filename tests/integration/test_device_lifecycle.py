@@ -67,9 +67,7 @@ def test_wrong_product_secret_backs_off_instead_of_hammering(runtime, plat, make
     assert registrations(plat, dn) == []
 
 
-def test_token_cleared_by_operator_leads_to_exactly_one_reregistration(
-    runtime, plat, make_board
-):
+def test_token_cleared_by_operator_leads_to_exactly_one_reregistration(runtime, plat, make_board):
     board = make_board(runtime, max_connwl_refusals=2)
     dn = board.name
     board.wait_for(r"\[tel\] acked #1", timeout=60)
@@ -100,9 +98,7 @@ def test_platform_outage_loses_nothing_and_keeps_order(runtime, plat, make_board
         "samples",
     )
     last_taken = max(taken)
-    wait_until(
-        lambda: len({s["id"] for s in samples(plat, dn)}) >= last_taken + 3, 60, "catch-up"
-    )
+    wait_until(lambda: len({s["id"] for s in samples(plat, dn)}) >= last_taken + 3, 60, "catch-up")
     ids = [s["id"] for s in samples(plat, dn)]
     unique = sorted(set(ids))
     assert unique == list(range(1, unique[-1] + 1)), "a sample was lost"
@@ -110,7 +106,7 @@ def test_platform_outage_loses_nothing_and_keeps_order(runtime, plat, make_board
     firsts = [i for n, i in enumerate(ids) if i not in ids[:n]]
     assert firsts == unique
     stamps = {s["id"]: s["ts"] for s in samples(plat, dn)}
-    assert all(stamps[a] <= stamps[b] for a, b in zip(unique, unique[1:]))
+    assert all(stamps[a] <= stamps[b] for a, b in zip(unique, unique[1:], strict=False))
 
 
 @pytest.mark.parametrize("point", ["nvs_entry", "nvs_commit", "file_write", "file_close"])
