@@ -573,13 +573,20 @@ class VirtualBoard:
 
 
 _shim_cache = {}
+_shim_lock = threading.Lock()
 
 
 def vm_shims():
     """The shims compiled to .mpy (as firmware is on a board), cached by content; the source
     folder where mpy-cross is missing. Returns (folder, heap bytes they occupy)."""
-    if "dir" in _shim_cache:
+    with _shim_lock:  # boards started from several threads at once share one result
+        if "heap" not in _shim_cache:
+            _shim_cache["dir"] = folder = _compile_shims()
+            _shim_cache["heap"] = _measure_shims(folder)
         return _shim_cache["dir"], _shim_cache["heap"]
+
+
+def _compile_shims():
     import hashlib
 
     sources = sorted(SHIMS.glob("*.py"))
@@ -589,24 +596,21 @@ def vm_shims():
     folder = SHIMS
     if mpy_cross.exists():
         if not out.exists():
-            tmp = Path(
-                tempfile.mkdtemp(prefix="shims-", dir=out.parent if out.parent.exists() else None)
-            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # beside its final name, so the rename below is atomic (same file system)
+            tmp = Path(tempfile.mkdtemp(prefix="shims-", dir=out.parent))
             for src in sources:
                 subprocess.run(
                     [str(mpy_cross), "-o", str(tmp / (src.stem + ".mpy")), str(src)],
                     check=True,
                     capture_output=True,
                 )
-            out.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, out)
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
         folder = out
-    _shim_cache["dir"] = folder
-    _shim_cache["heap"] = _measure_shims(folder)
-    return folder, _shim_cache["heap"]
+    return folder
 
 
 def _measure_shims(folder):
