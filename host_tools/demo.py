@@ -48,9 +48,15 @@ def main():
             f"{plat.mqtts_port}, state in {PLATFORM_STATE}; product {pk}"
         )
         config = platform_config(PLATFORM_STATE, pk, port=plat.mqtts_port, interval_s=2)
+        dn = DEMO_MAC.replace(":", "")
+        if any(d["device_name"] == dn for d in plat.registry.devices(pk)):
+            # A fresh flash registers again: free the activation slots of earlier demo runs,
+            # as an operator would in the console (Aliyun allows 5 per deviceName).
+            plat.registry.clear_device(pk, dn)
+            say(f"cleared the clientIds earlier demo runs left for {dn} (operator action)")
+        seen_events = len(plat.registry.events(device_name=dn))
         board = VirtualBoard(flash, mac=DEMO_MAC, runtime="micropython", console=console)
         board.install(config=config, ca_pem=plat.ca_path)
-        dn = board.name
         say(f"virtual ESP32 (MAC {DEMO_MAC}) boots with a fresh flash: it has no token yet")
         try:
             board.start()
@@ -64,12 +70,15 @@ def main():
             board.stop()
         say("what the platform saw")
         device = plat.registry.device(pk, dn)
-        registrations = len(plat.registry.events(device_name=dn, kind="register"))
+        events = plat.registry.events(device_name=dn)[seen_events:]
+        registrations = sum(1 for e in events if e["kind"] == "register")
+        logins = sum(1 for e in events if e["kind"] == "login")
         print(
-            f"device {dn}: status {device.get('status')}, clientIds "
-            f"{len(device['client_ids'])}, registrations this run+before: {registrations}"
+            f"device {dn}: {device.get('status')}, {registrations} registration and "
+            f"{logins} token logins in this run (the power cycle did not register again)"
         )
-        for msg in plat.registry.messages(device_name=dn, limit=3):
+        topic = f"/{pk}/{dn}/user/update"
+        for msg in plat.registry.messages(device_name=dn, topic=topic, limit=3):
             body = msg["payload"].decode("utf-8", "replace")
             print(f"  {msg['topic']}  {json.dumps(json.loads(body))[:110]}")
     say(
