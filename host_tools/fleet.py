@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from host_tools import loadgen as lg
+from host_tools.emulator.board import DEFAULT_HEAP
 from host_tools.errors import ZeroburnError
 
 _REGISTERED = re.compile(r"\[reg\] registered as (\S+)")
@@ -233,7 +234,7 @@ def run_fleet(
     seed=None,
     work=None,
     progress_stream=sys.stderr,
-    heap="48K",
+    heap=DEFAULT_HEAP,
 ):
     """Boot `devices` boards, wait for each to have `messages` acknowledged, return the summary."""
     from host_tools import build
@@ -430,7 +431,7 @@ def configure(parser, name):
     )
     parser.add_argument("--chaos", action="store_true", help="sprinkle bounded faults")
     parser.add_argument(
-        "--heap", default="48K", help="GC heap of each MicroPython board (-X heapsize)"
+        "--heap", default=DEFAULT_HEAP, help="GC heap of each MicroPython board (-X heapsize)"
     )
     parser.add_argument(
         "--seed", type=int, help="MACs and the chaos schedule derive from it (default: random)"

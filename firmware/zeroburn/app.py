@@ -1,11 +1,15 @@
 # The device's life: Wi-Fi, time, register once (regnwl), then connwl telemetry with back-off.
+# Phase modules (config, sign, reg) are imported only while needed and then dropped from
+# sys.modules (sys is imported for that alone): their code then leaves the GC heap, which a
+# 48 KiB heap needs. Nothing here may keep a reference to them (no module-level import).
 import gc
 import json
 import os
+import sys
 
 from micropython import const
 
-from zeroburn import config, creds, net, sign, telemetry
+from zeroburn import creds, net, telemetry
 from zeroburn.clock import VALID_AFTER_MS, Clock
 from zeroburn.log import log
 from zeroburn.mqtt import Client, MQTTException
@@ -20,6 +24,31 @@ IDLE_MS = const(100)  # loop period while online and idle
 HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the network back-off
 
 
+def unload(name):
+    """Forget zeroburn.<name> (sys.modules and the package attribute) so the GC frees its code;
+    the next import loads it again."""
+    sys.modules.pop("zeroburn." + name, None)
+    try:
+        delattr(sys.modules["zeroburn"], name)
+    except (AttributeError, KeyError):
+        pass
+
+
+class Settings:
+    """The parsed config's values, with no method: holding it does not keep config.py alive."""
+
+
+def settings(cfg):
+    """config.Config -> Settings (endpoint() evaluated into .endpoint_host); a Settings as is."""
+    if isinstance(cfg, Settings):
+        return cfg
+    s = Settings()
+    for k in cfg.__dict__:
+        setattr(s, k, getattr(cfg, k))
+    s.endpoint_host = cfg.endpoint()
+    return s
+
+
 def jittered(base, n, cap):
     """Exponential back-off with equal jitter: half fixed, half random."""
     d = min(cap, base << min(n, 20))
@@ -31,7 +60,8 @@ class App:
     rf registration failures in a row, cr connwl refusals in a row, rn registrations."""
 
     def __init__(self, cfg, hw, store, clock, opener=None, sensors=None, downlink=None):
-        self.cfg = cfg
+        cfg = self.cfg = settings(cfg)
+        self.host = cfg.endpoint_host
         self.hw = hw
         self.store = store
         self.clock = clock
@@ -40,11 +70,14 @@ class App:
         self.opener = opener or self._open_tls
         # built first, while the heap is still unfragmented: it needs one ~3 KiB block, and a
         # bad ca.pem is reported at boot rather than at the first connection
+        gc.collect()
         self.ctx = None if opener else net.tls_context(cfg.ca_file)
         self.io_ms = IO_MS  # instance attributes, so tests can shorten them
         self.reply_ms = REPLY_MS
+        from zeroburn import sign
+
         self.dn = sign.device_name(hw.unique_id(), cfg.device_name_prefix)
-        self.host = cfg.endpoint()
+        unload("sign")
         self.buf = telemetry.Buffer(cfg.buffer_max)
         self.rec = None
         self.net_fails = 0
@@ -122,57 +155,34 @@ class App:
 
     def register(self):
         """regnwl once; returns the delay before the next step (0: go on to log in)."""
-        cfg = self.cfg
-        got = []
-        c = Client(*sign.regnwl(cfg, self.dn, sign.fresh_random()), cfg.keepalive_s, self.opener)
-        c.set_callback(lambda t, m: got.append(m) if t == b"/ext/regnwl" else None)
-        log("reg", "registering %s at %s:%d" % (self.dn, self.host, cfg.port))
+        from zeroburn import sign
+
+        ids = sign.regnwl(self.cfg, self.dn, sign.fresh_random())
+        del sign
+        unload("sign")  # signing code out before the TLS handshake needs the heap
+        gc.collect()
+        from zeroburn import reg
+
         try:
-            try:
-                c.connect()
-            except MQTTException as e:
-                # 3: the cloud asks to come back later; anything else will not heal by itself
-                # (4: wrong productSecret or dynamic registration off): wait long, growing
-                log("reg", "W: refused, CONNACK %s" % e.args[0])
-                return self.net_delay() if e.args[0] == 3 else self.reg_delay()
-            c.sock.deadline(self.reply_ms)
-            try:
-                while not got:
-                    c.wait_msg()
-            except OSError as e:  # the deadline passed, the link died, or the reply was huge
-                log("reg", "W: no usable /ext/regnwl reply (%r), nothing stored" % (e,))
-                return self.reg_delay()
+            return reg.register(self, ids)
         finally:
-            c.close()  # before any other TLS session is opened
-        try:
-            rec = creds.check_reply(got[0], cfg.product_key, self.dn)
-        except ValueError as e:
-            log("reg", "W: reply rejected, nothing stored: %s" % e)
-            return self.reg_delay()
-        m = self.buf.meta
-        m["rn"] = m.get("rn", 0) + 1
-        m["rf"] = 0
-        self.store.regs += 1
-        self.rec = rec
-        try:
-            self.store.save(rec)
-        except OSError as e:  # keep going with the token in RAM: the slot is already spent
-            log("cred", "E: token not stored: %r" % (e,))
-        log(
-            "reg",
-            "registered as %s (clientId %s, registration #%d)"
-            % (self.dn, rec["cid"], self.store.regs),
-        )
-        return 0
+            del ids
+            unload("reg")  # only needed again if the token is revoked
+            gc.collect()
 
     def login(self):
         """connwl session; returns the delay before the next step."""
         rec, m = self.rec, self.buf.meta
+        from zeroburn import sign
+
         c = Client(
             *sign.connwl(rec["cid"], self.dn, self.cfg.product_key, rec["tok"]),
             self.cfg.keepalive_s,
             self.opener,
         )
+        del sign
+        unload("sign")
+        gc.collect()
         c.set_callback(self.on_msg)
         try:
             try:
@@ -326,12 +336,17 @@ def main(sensors=None, downlink=None):
         return
     except OSError:
         pass
+    from zeroburn import config
+
     try:
-        cfg = config.load()
+        cfg = settings(config.load())
     except ValueError as e:
         # no watchdog runs yet: the board stays at the REPL instead of retrying
         log("cfg", "E: %s; not starting" % e)
         return
+    finally:
+        del config
+        unload("config")  # parsed once at boot: App keeps only the values
     from zeroburn.hw import Hardware
 
     hw = Hardware()

@@ -9,7 +9,6 @@ import os
 _MAGIC = b"ZB"
 VERSION = 1
 MAX_RECORD = 384
-MAX_REPLY = 512  # a /ext/regnwl reply larger than this is not Aliyun's
 FILE = "creds.bin"
 _NVS_KEY = "cred"
 
@@ -35,30 +34,6 @@ def decode(blob):
         return d if isinstance(d, dict) else None
     except (IndexError, ValueError, TypeError):
         return None
-
-
-def check_reply(msg, pk, dn):
-    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > MAX_REPLY:
-        raise ValueError("reply too large (%d bytes)" % len(msg))
-    try:
-        r = json.loads(msg)
-    except ValueError:
-        raise ValueError("reply is not JSON")
-    if not isinstance(r, dict):
-        raise ValueError("reply is not a JSON object")
-    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
-        v = r.get(key)
-        if not isinstance(v, str) or not 1 <= len(v) <= 64:
-            raise ValueError("reply field %s missing or not a sane string" % key)
-    if r["productKey"] != pk or r["deviceName"] != dn:
-        raise ValueError("reply is for another device")
-    cid = r["clientId"]
-    # the client id is embedded in the connwl client id: its delimiters must not appear
-    for ch in cid + r["deviceToken"]:
-        if ch in "|," or not 32 < ord(ch) < 127:
-            raise ValueError("reply clientId/deviceToken holds forbidden characters")
-    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
 
 
 class Store:

@@ -3,8 +3,6 @@ import binascii
 import hashlib
 import os
 
-from zeroburn.config import DN_CHARS
-
 _HASHES = {"hmacsha1": "sha1", "hmacsha256": "sha256", "hmacmd5": "md5"}
 
 
@@ -36,8 +34,8 @@ def device_name(uid, prefix=""):
     """deviceName from the chip id (ESP32: 6-byte base MAC) as lower-case hex."""
     dn = prefix + binascii.hexlify(uid).decode()
     ok = 4 <= len(dn) <= 32
-    for c in dn:
-        ok = ok and c in DN_CHARS
+    for c in dn:  # Aliyun's alphabet: ASCII letters, digits, - _ . @ :
+        ok = ok and ("0" <= c <= "9" or "a" <= c.lower() <= "z" or c in "-_.@:")
     if not ok:
         raise ValueError("device name %r breaks Aliyun's deviceName rule" % dn)
     return dn

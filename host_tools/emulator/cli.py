@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from host_tools.emulator.board import DEFAULT_HEAP
 from host_tools.errors import ZeroburnError
 
 ACK_MARKER = r"\[tel\] acked #(\d+)"
@@ -43,7 +44,7 @@ def configure(parser, name):
         )
 
     run = sub.add_parser("run", help="install the firmware if missing, boot, stream the console")
-    common(run, "48K: the firmware's budget")
+    common(run, f"{DEFAULT_HEAP}: what the firmware's full cycle needs")
     run.add_argument("--config", help="device config.json to install")
     run.add_argument(
         "--platform",
@@ -262,7 +263,7 @@ def _platform_counter(state, board, config):
 
 
 def _run(args):
-    args.heap = args.heap or "48K"
+    args.heap = args.heap or DEFAULT_HEAP
     faults = _check_args(args)
     flash = Path(args.flash)
     if args.config and args.platform:

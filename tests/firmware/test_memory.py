@@ -8,9 +8,11 @@ from tests.conftest import run_micropython
 from tests.firmware.conftest import PK, SECRET
 from tests.firmware.cpy import HERE
 
-# The issue asks for 48K; on this 64-bit VM the full cycle needs 66K today (README, memory):
-# this guards against growth until the firmware is slimmed further.
-HEAP = os.environ.get("ZB_HEAP", "72K")
+# The issue asks for 48K; on this 64-bit VM the full cycle (this harness's fakes, about 8 KiB,
+# included) needs 60K today, down from 66K (README, memory). 62K guards against growth with a
+# little room for heap-layout luck (the heap's layout shifts with e.g. the tmp path's length).
+# ZB_HEAP=48K runs the issue's target.
+HEAP = os.environ.get("ZB_HEAP", "62K")
 
 
 def stage_mpy(out):

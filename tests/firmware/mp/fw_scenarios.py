@@ -1,15 +1,24 @@
 # One boot of the app with fakes for the board, real TLS to the test broker; both runtimes.
 # Parameters come from scenario.json in the cwd (the board's "flash"); RTC memory persists in
 # rtc.bin between boots. Prints the console, then one "RESULT {json}" line.
+import gc
 import json
-
-from fakes import FakeClock, FakeHW, Stop
-from zeroburn import app, config, creds
 
 
 def boot():
+    from zeroburn import config  # first, as app.main() does: parsed once, then unloaded
+
     with open("scenario.json") as f:
         p = json.load(f)
+    cfg = config.parse(p["cfg"])
+    del config
+    from zeroburn import app, creds
+
+    cfg = app.settings(cfg)
+    app.unload("config")
+    gc.collect()
+    from fakes import FakeClock, FakeHW, Stop
+
     hw = FakeHW()
     try:
         with open("rtc.bin", "rb") as f:
@@ -17,7 +26,6 @@ def boot():
     except OSError:
         pass
     hw.wifi = p.get("wifi", True)
-    cfg = config.parse(p["cfg"])
     store = creds.Store()
     clock = FakeClock(p["limit_ms"])
     a = app.App(cfg, hw, store, clock)
@@ -48,5 +56,7 @@ def boot():
 def main_once():
     """app.main() as main.py calls it: must return (REPL reachable) in safe mode or on a bad
     config, without touching the hardware."""
+    from zeroburn import app
+
     app.main()
     print("RETURNED")

@@ -1,0 +1,78 @@
+# First-boot registration (regnwl) and the /ext/regnwl reply check. Loaded by app only while the
+# board has no token and unloaded right after: its code does not sit in the heap while online.
+import json
+
+from zeroburn.log import log
+from zeroburn.mqtt import Client, MQTTException
+
+MAX_REPLY = 512  # a /ext/regnwl reply larger than this is not Aliyun's
+
+
+def check_reply(msg, pk, dn):
+    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
+    if len(msg) > MAX_REPLY:
+        raise ValueError("reply too large (%d bytes)" % len(msg))
+    try:
+        r = json.loads(msg)
+    except ValueError:
+        raise ValueError("reply is not JSON")
+    if not isinstance(r, dict):
+        raise ValueError("reply is not a JSON object")
+    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
+        v = r.get(key)
+        if not isinstance(v, str) or not 1 <= len(v) <= 64:
+            raise ValueError("reply field %s missing or not a sane string" % key)
+    if r["productKey"] != pk or r["deviceName"] != dn:
+        raise ValueError("reply is for another device")
+    cid = r["clientId"]
+    # the client id is embedded in the connwl client id: its delimiters must not appear
+    for ch in cid + r["deviceToken"]:
+        if ch in "|," or not 32 < ord(ch) < 127:
+            raise ValueError("reply clientId/deviceToken holds forbidden characters")
+    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
+
+
+def register(a, ids):
+    """regnwl once for App a with ids = sign.regnwl(...) (client id, username, password);
+    returns the delay before the next step (0: go on to log in)."""
+    cfg = a.cfg
+    got = []
+    c = Client(*ids, cfg.keepalive_s, a.opener)
+    c.set_callback(lambda t, m: got.append(m) if t == b"/ext/regnwl" else None)
+    log("reg", "registering %s at %s:%d" % (a.dn, a.host, cfg.port))
+    try:
+        try:
+            c.connect()
+        except MQTTException as e:
+            # 3: the cloud asks to come back later; anything else will not heal by itself
+            # (4: wrong productSecret or dynamic registration off): wait long, growing
+            log("reg", "W: refused, CONNACK %s" % e.args[0])
+            return a.net_delay() if e.args[0] == 3 else a.reg_delay()
+        c.sock.deadline(a.reply_ms)
+        try:
+            while not got:
+                c.wait_msg()
+        except OSError as e:  # the deadline passed, the link died, or the reply was huge
+            log("reg", "W: no usable /ext/regnwl reply (%r), nothing stored" % (e,))
+            return a.reg_delay()
+    finally:
+        c.close()  # before any other TLS session is opened
+    try:
+        rec = check_reply(got[0], cfg.product_key, a.dn)
+    except ValueError as e:
+        log("reg", "W: reply rejected, nothing stored: %s" % e)
+        return a.reg_delay()
+    m = a.buf.meta
+    m["rn"] = m.get("rn", 0) + 1
+    m["rf"] = 0
+    a.store.regs += 1
+    a.rec = rec
+    try:
+        a.store.save(rec)
+    except OSError as e:  # keep going with the token in RAM: the slot is already spent
+        log("cred", "E: token not stored: %r" % (e,))
+    log(
+        "reg",
+        "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.store.regs),
+    )
+    return 0
