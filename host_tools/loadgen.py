@@ -2,8 +2,6 @@
 # itself (regnwl registration, connwl login, QoS 1 publish loops, a latency-measuring
 # subscriber), a byte-counting loopback relay, and the statistics the measurements need.
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -12,6 +10,9 @@ import ssl
 import struct
 import threading
 import time
+from pathlib import Path
+
+from host_tools.platform import auth, pki
 
 # MQTT 3.1.1 fixed-header types (first byte, flags included where fixed).
 _CONNECT = 0x10
@@ -23,8 +24,6 @@ _SUBACK = 0x90
 _PINGREQ = b"\xc0\x00"
 _PINGRESP = 0xD0
 DISCONNECT = b"\xe0\x00"
-
-_SIGNERS = {"hmacsha1": hashlib.sha1, "hmacsha256": hashlib.sha256, "hmacmd5": hashlib.md5}
 
 
 class LoadError(Exception):
@@ -74,11 +73,12 @@ def subscribe_packet(pid, topics):
 
 
 def sign(product_secret, device_name, product_key, random, signmethod="hmacsha256"):
-    """regnwl password: hex HMAC over the sorted names and values (PROTOCOL.md section 2)."""
-    if signmethod not in _SIGNERS:
-        raise ValueError(f"signmethod must be one of {', '.join(_SIGNERS)}, not {signmethod!r}")
-    content = f"deviceName{device_name}productKey{product_key}random{random}"
-    return hmac.new(product_secret.encode(), content.encode(), _SIGNERS[signmethod]).hexdigest()
+    """regnwl password (PROTOCOL.md section 2), computed by the platform's own signer."""
+    if signmethod not in auth.SIGN_METHODS:
+        raise ValueError(
+            f"signmethod must be one of {', '.join(auth.SIGN_METHODS)}, not {signmethod!r}"
+        )
+    return auth.registration_password(signmethod, product_secret, device_name, product_key, random)
 
 
 def regnwl_connect(product_key, product_secret, device_name, signmethod="hmacsha256", random=None):
@@ -621,77 +621,11 @@ class TlsTerminatingRelay(ByteRelay):
 
 
 # Host names a relay certificate covers: loopback and the Aliyun patterns configs name.
-RELAY_HOSTS = (
-    "localhost",
-    "*.iot-as-mqtt.cn-shanghai.aliyuncs.com",
-    "*.mqtt.iothub.aliyuncs.com",
-)
-
-
 def make_relay_ca(work_dir):
-    """A throwaway ECDSA root and a server certificate for the relay; returns (ca_pem, cert, key).
-
-    Files are written to work_dir; the CA key is never written (nothing else may sign with it).
-    """
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zeroburn bench relay CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName(h) for h in RELAY_HOSTS]
-    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    work = os.fspath(work_dir)
-    os.makedirs(work, exist_ok=True)
-    cert_path = os.path.join(work, "relay-cert.pem")
-    key_path = os.path.join(work, "relay-key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path
+    """A throwaway root and a server certificate (localhost, 127.0.0.1, Aliyun's host names)
+    for the relay, issued by the platform's own PKI in work_dir; returns (ca_pem, cert, key)."""
+    ca, cert, key = pki.ensure(work_dir)
+    return Path(ca).read_text(), str(cert), str(key)
 
 
 # ---------------------------------------------------------------- statistics
