@@ -64,6 +64,19 @@ class Config:
         return "%s.iot-as-mqtt.%s.aliyuncs.com" % (self.product_key, self.region)
 
 
+class Settings:
+    """A Config's values with no method (endpoint() evaluated into .endpoint_host): holding it
+    does not keep this module's code in a board's heap after boot."""
+
+
+def settings(cfg):
+    s = Settings()
+    for k in cfg.__dict__:
+        setattr(s, k, getattr(cfg, k))
+    s.endpoint_host = cfg.endpoint()
+    return s
+
+
 def parse(d):
     """Check a config dict and return a Config; ValueError says what to fix."""
     if not isinstance(d, dict):

@@ -89,3 +89,10 @@ class Store:
     def wipe(self):
         """Forget the token, keep the registration count."""
         self.save({})
+
+
+def store_of(a):
+    """The store of app.App a (its NVS, or the file), carrying a's registration count."""
+    s = Store(a.nvs)
+    s.regs = a.regs
+    return s

@@ -1,38 +1,13 @@
-# Verified TLS and the deadline-bounded socket-like object umqtt.simple reads and writes through.
-import binascii
+# Verified TLS connections (start.tls_context() builds the context) and the deadline-bounded
+# socket-like object umqtt.simple reads and writes through.
 import select
 import socket
-import ssl
 import time
 
 from micropython import const
 
 _SLICE_MS = const(500)  # longest poll between watchdog feeds
 MAX_READ = 4096  # one read never allocates more: a huge packet is a protocol error, not a crash
-
-
-def tls_context(ca_file):
-    """A client context that checks the server against each root of a PEM bundle."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # MicroPython's fresh context verifies nothing (verify_mode 0): ask for it explicitly.
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    n = 0
-    b64 = None
-    with open(ca_file) as f:
-        for line in f:  # line by line: a bundle of several roots never sits in RAM whole
-            line = line.strip()
-            if line == "-----BEGIN CERTIFICATE-----":
-                b64 = []
-            elif line == "-----END CERTIFICATE-----" and b64 is not None:
-                # DER only, one call per root: the calls accumulate, concatenated DER does not
-                ctx.load_verify_locations(cadata=binascii.a2b_base64("".join(b64)))
-                b64 = None
-                n += 1
-            elif b64 is not None:
-                b64.append(line)
-    if not n:
-        raise ValueError("%s holds no PEM certificate" % ca_file)
-    return ctx
 
 
 def open_tls(ctx, host, port, timeout_ms, feed):

@@ -1,7 +1,9 @@
-# First-boot registration (regnwl) and the /ext/regnwl reply check. Loaded by app only while the
-# board has no token and unloaded right after: its code does not sit in the heap while online.
+# Registration (regnwl) and the /ext/regnwl reply check. Loaded by app only while the board has
+# no token and unloaded right after: its code does not sit in the heap while online.
+import gc
 import json
 
+from zeroburn.app import unload
 from zeroburn.log import log
 from zeroburn.mqtt import Client, MQTTException
 
@@ -30,6 +32,17 @@ def check_reply(msg, pk, dn):
         if ch in "|," or not 32 < ord(ch) < 127:
             raise ValueError("reply clientId/deviceToken holds forbidden characters")
     return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
+
+
+def run(a):
+    """regnwl once for App a; returns the delay before the next step (0: go on to log in)."""
+    from zeroburn import sign
+
+    ids = sign.regnwl(a.cfg, a.dn, sign.fresh_random())
+    del sign
+    unload("sign")  # signing code out before the TLS handshake needs the heap
+    gc.collect()
+    return register(a, ids)
 
 
 def register(a, ids):
@@ -65,14 +78,13 @@ def register(a, ids):
     m = a.buf.meta
     m["rn"] = m.get("rn", 0) + 1
     m["rf"] = 0
-    a.store.regs += 1
+    a.regs += 1
     a.rec = rec
     try:
-        a.store.save(rec)
+        from zeroburn import creds
+
+        creds.store_of(a).save(rec)
     except OSError as e:  # keep going with the token in RAM: the slot is already spent
         log("cred", "E: token not stored: %r" % (e,))
-    log(
-        "reg",
-        "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.store.regs),
-    )
+    log("reg", "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.regs))
     return 0

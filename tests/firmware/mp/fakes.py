@@ -1,4 +1,5 @@
-# Fakes for firmware tests on both runtimes: NVS (ESP-IDF commit semantics), hardware, clock.
+# Fakes for firmware tests on both runtimes: hardware and clock (NVS: fakenvs.py, so the memory
+# test does not load what it does not use).
 import gc
 
 from zeroburn.clock import Clock
@@ -6,35 +7,6 @@ from zeroburn.clock import Clock
 
 class Stop(BaseException):
     """Ends a test run from inside the firmware (not an Exception: the app must not catch it)."""
-
-
-class FakeNvs:
-    """Uncommitted changes are visible but lost at a power cut, as on ESP-IDF."""
-
-    def __init__(self):
-        self.committed = {}
-        self.pending = {}
-        self.writes = 0
-
-    def set_blob(self, key, value):
-        self.pending[key] = bytes(value)
-        self.writes += 1
-
-    def get_blob(self, key, buf):
-        v = self.pending.get(key, self.committed.get(key))
-        if v is None:
-            raise OSError(-4354)  # ESP_ERR_NVS_NOT_FOUND
-        if len(buf) < len(v):
-            raise OSError(-4364)  # ESP_ERR_NVS_INVALID_LENGTH
-        buf[: len(v)] = v
-        return len(v)
-
-    def commit(self):
-        self.committed.update(self.pending)
-        self.pending = {}
-
-    def power_cut(self):
-        self.pending = {}
 
 
 class FakeHW:

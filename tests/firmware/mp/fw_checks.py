@@ -3,8 +3,8 @@
 import json
 import os
 
-from fakes import FakeNvs
-from zeroburn import app, config, creds, mqtt, reg, sign, telemetry
+from fakenvs import FakeNvs
+from zeroburn import alink, app, config, creds, duty, mqtt, reg, sign, start, telemetry
 
 SECRET = "0123456789abcdef"
 MSG = "deviceNameesp32-0001productKeya1B2C3D4E5Frandom1234567890"
@@ -270,22 +270,22 @@ def check_buffer_rtc_roundtrip():
     for i in range(40):
         b.sample(1700000000000 + i, i, 1000, -50, 41.0, {"v": i})
     b.meta["rf"] = 2
-    blob = b.dump()
-    assert len(blob) <= telemetry.RTC_BYTES
+    blob = duty.dump(b)
+    assert len(blob) <= duty.RTC_BYTES
     kept = len(b.items)
     assert kept < 40 and b.dropped == 40 - kept  # what did not fit is counted, never silent
     r = telemetry.Buffer(50)
-    assert r.restore(blob)
+    assert start.restore(r, blob)
     assert [n for n, _ in r.items] == list(range(41 - kept, 41))
     assert r.items == b.items and r.seq == 40 and r.meta == {"rf": 2}
-    assert not telemetry.Buffer(5).restore(b"")
-    assert not telemetry.Buffer(5).restore(b"\xff\x00garbage")
+    assert not start.restore(telemetry.Buffer(5), b"")
+    assert not start.restore(telemetry.Buffer(5), b"\xff\x00garbage")
 
 
 def check_alink_post():
     b = telemetry.Buffer(2)
     b.sample(1700000000000, 5, 1000, -50, 41.0)
-    d = json.loads(telemetry.alink_post(b.items[0][1]))
+    d = json.loads(alink.post(b.items[0][1]))
     assert d["method"] == "thing.event.property.post" and d["id"] == "1"
     assert d["params"]["rssi"] == {"value": -50, "time": 1700000000000}
 

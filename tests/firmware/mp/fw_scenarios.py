@@ -10,11 +10,10 @@ def boot():
 
     with open("scenario.json") as f:
         p = json.load(f)
-    cfg = config.parse(p["cfg"])
+    cfg = config.settings(config.parse(p["cfg"]))
     del config
-    from zeroburn import app, creds
+    from zeroburn import app
 
-    cfg = app.settings(cfg)
     app.unload("config")
     gc.collect()
     from fakes import FakeClock, FakeHW, Stop
@@ -26,9 +25,8 @@ def boot():
     except OSError:
         pass
     hw.wifi = p.get("wifi", True)
-    store = creds.Store()
     clock = FakeClock(p["limit_ms"])
-    a = app.App(cfg, hw, store, clock)
+    a = app.App(cfg, hw, clock)
     a.io_ms = p.get("io_ms", 3000)
     a.reply_ms = p.get("reply_ms", 3000)
     reason = None
@@ -36,11 +34,13 @@ def boot():
         a.run()
     except Stop as e:
         reason = str(e)
+    from zeroburn import creds
+
     with open("rtc.bin", "wb") as f:
         f.write(hw.rtc)
     result = {
         "stop": reason,
-        "regs": store.regs,
+        "regs": a.regs,
         "has_token": creds.Store().load() is not None,
         "queued": [n for n, _ in a.buf.items],
         "sleeps": clock.sleeps,

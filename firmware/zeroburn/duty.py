@@ -1,0 +1,36 @@
+# Duty-cycle mode (battery devices), loaded only in that mode: one wake, then deep sleep.
+import json
+
+from zeroburn.log import log
+
+RTC_BYTES = 2048  # ESP32 RTC user memory
+
+
+def wake(a):
+    """Sample, connect with the stored token, flush, disconnect, deep sleep for the interval."""
+    try:
+        a.phase("link")  # the sample's timestamp wants a set clock
+    except Exception as e:
+        log("net", "W: %r" % (e,))
+    a.sample()
+    delay = a.step()
+    if not delay and a.buf.items:
+        delay = a.step()  # just registered: now log in and send
+    a.hw.rtc_write(dump(a.buf))
+    sleep = max(a.cfg.interval_s * 1000, delay)
+    log("app", "deep sleep %d s" % (sleep // 1000))
+    a.hw.deepsleep(sleep)
+
+
+def dump(buf):
+    """telemetry.Buffer buf as bytes for RTC memory (start.restore() takes them back), dropping
+    and counting the oldest samples that do not fit."""
+    while True:
+        q = []
+        for n, p in buf.items:
+            q.append((n, p.decode()))
+        blob = json.dumps({"q": q, "n": buf.seq, "d": buf.dropped, "m": buf.meta}).encode()
+        if len(blob) <= RTC_BYTES or not buf.items:
+            return blob
+        buf.items.pop(0)
+        buf.dropped += 1

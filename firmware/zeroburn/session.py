@@ -1,0 +1,104 @@
+# A connwl session, loaded by app for each login and dropped afterwards: log in with the token,
+# subscribe, send the buffered samples oldest first at QoS 1, serve downlink, MQTT NTP and
+# keepalive until the link fails. The registration code (reg) is never in the heap with it.
+import gc
+import json
+
+from micropython import const
+
+from zeroburn.app import unload
+from zeroburn.log import log
+from zeroburn.mqtt import Client, MQTTException
+
+_IDLE_MS = const(100)  # loop period while online and idle
+_HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the network back-off
+
+
+def run(a):
+    """Log App a in (connwl) and stay online; returns the delay before the next step."""
+    from zeroburn import sign
+
+    rec = a.rec
+    c = Client(
+        *sign.connwl(rec["cid"], a.dn, a.cfg.product_key, rec["tok"]), a.cfg.keepalive_s, a.opener
+    )
+    del sign, rec
+    unload("sign")
+    gc.collect()
+    c.set_callback(lambda topic, msg: on_msg(a, topic, msg))
+    try:
+        try:
+            c.connect()
+        except MQTTException as e:
+            from zeroburn import revoke
+
+            return revoke.refused(a, e.args[0])
+        m = a.buf.meta
+        m["cr"] = 0
+        m["ok"] = 1
+        log("mqtt", "online as %s" % a.dn)
+        return online(a, c)
+    finally:
+        c.close()
+
+
+def online(a, c):
+    t = c.sock
+    for topic in (a.t_get, (a.t_ntp + "response").encode()):
+        try:
+            t.deadline(a.io_ms)
+            c.subscribe(topic, 1)
+        except MQTTException:  # SUBACK 0x80: no permission; the session stays usable
+            log("mqtt", "W: subscribe refused: %s" % topic.decode())
+    t.deadline(None)
+    a.ntp_sent = a.clock.unix_ms()
+    c.publish((a.t_ntp + "request").encode(), b'{"deviceSendTime":"%d"}' % a.ntp_sent)
+    start = a.clock.ticks()
+    items = a.buf.items
+    cfg = a.cfg
+    while True:
+        while items:  # oldest first, each acknowledged (QoS 1) before it is dropped
+            item = items[0]
+            t.deadline(a.io_ms)
+            c.publish(a.t_up, item[1], qos=1)
+            if cfg.alink:
+                prop = "/sys/%s/%s/thing/event/property/post" % (cfg.product_key, a.dn)
+                from zeroburn import alink  # stays loaded while alink is on
+
+                c.publish(prop.encode(), alink.post(item[1]), qos=1)
+            t.deadline(None)
+            if items and items[0] is item:  # a sample taken meanwhile may have pushed it out
+                items.pop(0)
+            a.net_fails = 0
+            log("tel", "acked #%d" % item[0])
+            gc.collect()  # once a message: keeps the heap from fragmenting
+        if cfg.mode == "duty_cycle":
+            return 0
+        if a.clock.since(start) > _HEALTHY_MS:
+            a.net_fails = 0
+        c.check_msg()
+        c.keep_alive()
+        a.clock.sleep_ms(_IDLE_MS, a.feed)
+
+
+def on_msg(a, topic, msg):
+    if topic == a.t_get:
+        log("mqtt", "downlink, %d bytes" % len(msg))
+        if a.on_downlink:
+            a.on_downlink(msg)
+    elif topic.endswith(b"/response") and a.ntp_sent is not None:
+        # Aliyun /ext/ntp: now = (serverRecvTime + serverSendTime + recv - deviceSendTime) / 2
+        try:
+            d = json.loads(msg)
+            recv = a.clock.unix_ms()
+            fix = (
+                int(d["serverRecvTime"])
+                + int(d["serverSendTime"])
+                + recv
+                - int(d["deviceSendTime"])
+            ) // 2 - recv
+            a.clock.offset_ms += fix
+            log("net", "time refined by MQTT NTP (%+d ms)" % fix)
+        except (ValueError, KeyError, TypeError):
+            log("net", "W: bad NTP response")
+        a.ntp_sent = None

@@ -1,0 +1,112 @@
+# Boot phase, loaded once by app and then dropped from the heap: safe mode, config, hardware,
+# the TLS context, the device name, samples kept in RTC memory, the stored token, the watchdog.
+import binascii
+import gc
+import json
+import os
+import ssl
+
+from zeroburn.app import unload
+from zeroburn.log import log
+
+
+def boot():
+    """(settings, hardware) to run with, or None: safe mode or a bad config (reported; the
+    board then stays at the REPL rather than retrying)."""
+    try:
+        os.stat("safemode")
+        log("boot", "safe mode (file 'safemode'): application not started")
+        return None
+    except OSError:
+        pass
+    from zeroburn import config
+
+    try:
+        cfg = config.settings(config.load())
+    except ValueError as e:
+        log("cfg", "E: %s; not starting" % e)
+        return None
+    del config
+    unload("config")  # parsed once at boot: the app keeps only the values
+    from zeroburn.hw import Hardware
+
+    hw = Hardware()
+    if cfg.safe_mode_pin is not None and hw.safe_mode_pin(cfg.safe_mode_pin):
+        log("boot", "safe mode (button held): application not started")
+        return None
+    return cfg, hw
+
+
+def prepare(a):
+    """Everything App a needs once before its first connection. A missing or bad ca.pem raises
+    here, before the watchdog starts."""
+    cfg, hw = a.cfg, a.hw
+    gc.collect()
+    if a.ctx is None and a.opener == a.open_tls:
+        # first, while the heap is still unfragmented: it needs one ~3 KiB block
+        a.ctx = tls_context(cfg.ca_file)
+    from zeroburn import sign
+
+    a.dn = sign.device_name(hw.unique_id(), cfg.device_name_prefix)
+    del sign
+    unload("sign")
+    base = "/%s/%s/" % (cfg.product_key, a.dn)
+    a.t_up = (base + "user/update").encode()
+    a.t_get = (base + "user/get").encode()
+    a.t_ntp = "/ext/ntp" + base
+    if restore(a.buf, hw.rtc_read()):
+        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
+        hw.rtc_write(b"")
+    a.nvs = hw.nvs()
+    from zeroburn import creds
+
+    store = creds.Store(a.nvs)
+    rec = store.load()
+    a.regs = store.regs
+    del store, creds
+    unload("creds")
+    if rec and (rec["pk"], rec["dn"]) != (cfg.product_key, a.dn):
+        rec = None  # flashed with another product or prefix: that token is not ours
+    a.rec = rec
+    if rec:
+        log("cred", "token loaded for %s (registrations: %d)" % (a.dn, a.regs))
+    else:
+        log("cred", "no token for %s: will register" % a.dn)
+    hw.wdt_start(cfg.wdt_s)
+
+
+def tls_context(ca_file):
+    """A client context that checks the server against each root of a PEM bundle."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # MicroPython's fresh context verifies nothing (verify_mode 0): ask for it explicitly.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    n = 0
+    b64 = None
+    with open(ca_file) as f:
+        for line in f:  # line by line: a bundle of several roots never sits in RAM whole
+            line = line.strip()
+            if line == "-----BEGIN CERTIFICATE-----":
+                b64 = []
+            elif line == "-----END CERTIFICATE-----" and b64 is not None:
+                # DER only, one call per root: the calls accumulate, concatenated DER does not
+                ctx.load_verify_locations(cadata=binascii.a2b_base64("".join(b64)))
+                b64 = None
+                n += 1
+            elif b64 is not None:
+                b64.append(line)
+    if not n:
+        raise ValueError("%s holds no PEM certificate" % ca_file)
+    return ctx
+
+
+def restore(buf, blob):
+    """Take back what duty.dump() saved into telemetry.Buffer buf; anything unreadable is
+    ignored (a cold boot)."""
+    try:
+        d = json.loads(blob)
+        buf.seq, buf.dropped, buf.meta = int(d["n"]), int(d["d"]), dict(d["m"])
+        for n, p in d["q"]:
+            buf.add(int(n), p.encode())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
