@@ -206,7 +206,7 @@ def check_runtime(facts, board):
 
 class Console:
     """Follows the board's console lines until registration and the first acknowledged
-    telemetry, or a failure. Markers agreed with the firmware (firmware/zeroburn/log.py)."""
+    telemetry, or a failure. Markers agreed with the firmware (firmware/zeroburn/__init__.py)."""
 
     REGISTERED = re.compile(r"\[reg\] registered as (\S+)")
     LOADED = re.compile(r"\[cred\] token loaded for (\S+)")

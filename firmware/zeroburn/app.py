@@ -1,6 +1,6 @@
 # The device's life: Wi-Fi, time, register once (regnwl), then connwl telemetry with back-off.
 # Only the loop, sampling and back-off stay in the heap: phase modules (start, config, sign, reg,
-# session, revoke, creds, duty) are imported when needed and then dropped from sys.modules, so the
+# session, creds, duty) are imported when needed and then dropped from sys.modules, so the
 # GC frees their code, which a 48 KiB heap needs. Nothing here may keep a reference to them.
 import gc
 import os
@@ -8,21 +8,20 @@ import sys
 
 from micropython import const
 
-from zeroburn import net, telemetry
+from zeroburn import log, net, telemetry
 from zeroburn.clock import Clock
-from zeroburn.log import log
 
 _IO_MS = const(10000)  # TCP connect, TLS handshake, CONNACK, SUBACK, PUBACK, each read
 _REPLY_MS = const(10000)  # wait for /ext/regnwl after CONNACK 0 (reg)
-NET_BASE_MS = const(2000)
-NET_CAP_MS = const(300000)
+_NET_BASE_MS = const(2000)
+_NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
 
 
 def unload(name):
     """Forget zeroburn.<name> (sys.modules and the package attribute) so the GC frees its code;
     the next import loads it again."""
-    sys.modules.pop("zeroburn." + name, None)
+    sys.modules.pop("zeroburn.%s" % name, None)
     try:
         delattr(sys.modules["zeroburn"], name)
     except (AttributeError, KeyError):
@@ -93,7 +92,7 @@ class App:
 
     def net_delay(self):
         self.net_fails += 1
-        return jittered(NET_BASE_MS, self.net_fails - 1, NET_CAP_MS)
+        return jittered(_NET_BASE_MS, self.net_fails - 1, _NET_CAP_MS)
 
     def reg_delay(self):
         m = self.buf.meta
@@ -104,13 +103,13 @@ class App:
         """One phase module's run(self) (link: Wi-Fi and clock up, True when ready; reg: register,
         session: log in and stay online until the link fails; both return the delay before the
         next step). The module, and the ones it
-        loaded (sign, creds, revoke), leave the heap afterwards."""
-        mod = __import__("zeroburn." + name, None, None, (name,))
+        loaded (sign, creds), leave the heap afterwards."""
+        mod = __import__("zeroburn.%s" % name, None, None, (name,))
         try:
             return mod.run(self)
         finally:
             del mod
-            for m in (name, "sign", "creds", "revoke"):
+            for m in (name, "sign", "creds"):
                 unload(m)
             gc.collect()
 
@@ -133,6 +132,10 @@ class App:
         del start
         unload("start")
         gc.collect()
+        # mqtt (and umqtt.simple) serve only reg and session but stay loaded for good: loaded
+        # now, into the room start left, rather than later into a fragmented heap
+        from zeroburn import mqtt  # noqa: F401
+
         if self.cfg.mode == "duty_cycle":
             from zeroburn import duty
 

@@ -1,9 +1,10 @@
 # Time: monotonic ticks, Unix milliseconds (whatever epoch the port uses), NTP-over-MQTT refine.
 import time
 
+from micropython import const
+
 # Seconds from 1970-01-01 to 2000-01-01: the ESP32 port counts from 2000, unix/CPython from 1970.
-EPOCH_2000 = 946684800
-VALID_AFTER_MS = 1735689600000  # 2025-01-01: an earlier clock was never set
+_EPOCH_2000 = const(946684800)
 
 
 class Clock:
@@ -11,7 +12,7 @@ class Clock:
     replace it with a virtual clock (the same methods)."""
 
     def __init__(self):
-        self.offset_ms = (EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0) * 1000
+        self.offset_ms = (_EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0) * 1000
         self.boot = time.ticks_ms()
 
     def ticks(self):

@@ -5,8 +5,6 @@ import json
 SECRET_FIELDS = ("product_secret", "wifi_password")
 SIGNMETHODS = ("hmacsha1", "hmacsha256", "hmacmd5")
 MODES = ("continuous", "duty_cycle")
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-DN_CHARS = _ALNUM + "-_.@:"  # Aliyun's deviceName alphabet
 
 # One line a field: key, kind (S required string, s string, i integer, b boolean), default
 # ("-": none), lowest and highest value (integers) or length (strings), and for strings the
@@ -50,6 +48,16 @@ def fields():
             d = int(d)
         out.append((p[0], kind, d, int(p[3]), int(p[4]), p[5] if len(p) > 5 else "*"))
     return out
+
+
+def bad_char(s, extra):
+    """The first character of s that is neither an ASCII letter or digit nor in extra (bytes),
+    or None. It walks bytes: iterating a str interns every character as a qstr on MicroPython,
+    for good (sign and reg do the same)."""
+    for b in s.encode():
+        if not (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b in extra):
+            return chr(b)
+    return None
 
 
 class Config:
@@ -106,12 +114,10 @@ def parse(d):
             if kind in "Ss":
                 if not lo <= len(v) <= hi:
                     raise ValueError("%s must be %d to %d characters long" % (key, lo, hi))
-                for ch in v:
-                    if chars != "*" and ch not in _ALNUM and (chars == "=" or ch not in chars):
-                        extra = "" if chars == "=" else " and " + chars
-                        raise ValueError(
-                            "%s may contain letters, digits%s, not %r" % (key, extra, ch)
-                        )
+                ch = None if chars == "*" else bad_char(v, b"" if chars == "=" else chars.encode())
+                if ch is not None:
+                    extra = "" if chars == "=" else " and " + chars
+                    raise ValueError("%s may contain letters, digits%s, not %r" % (key, extra, ch))
         setattr(cfg, key, v)
     if not (cfg.region or cfg.instance_id or cfg.host):
         raise ValueError(

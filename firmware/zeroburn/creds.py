@@ -1,30 +1,33 @@
-# The credential record (clientId + deviceToken, never productSecret) and its power-safe stores.
+# The credential record (clientId + deviceToken, never productSecret), its power-safe stores, and
+# what a refused token login does to it. Loaded only when these are needed.
 import hashlib
 import json
 import os
 
+from micropython import const
+
+from zeroburn import log
+
 # Record: b"ZB", version, payload length (2 bytes, big-endian), JSON payload, 4-byte checksum.
 # Self-delimiting, so one NVS entry (or one renamed file) holds all of it: a torn write leaves
 # the old record or the new one, and anything else fails the checksum and reads as absent.
-_MAGIC = b"ZB"
-VERSION = 1
-MAX_RECORD = 384
-FILE = "creds.bin"
-_NVS_KEY = "cred"
+# Constants are const() or inline: every module-level name is a qstr, for good, in a board's heap.
+_VERSION = const(1)
+_MAX_RECORD = const(384)
 
 
 def encode(d):
     payload = json.dumps(d).encode()
-    if len(payload) + 9 > MAX_RECORD:
+    if len(payload) + 9 > _MAX_RECORD:
         raise ValueError("credential record too large")
-    head = _MAGIC + bytes((VERSION, len(payload) >> 8, len(payload) & 0xFF))
+    head = b"ZB" + bytes((_VERSION, len(payload) >> 8, len(payload) & 0xFF))
     return head + payload + hashlib.sha256(payload).digest()[:4]
 
 
 def decode(blob):
     """The record's dict, or None when the blob is absent, torn, corrupt or of another version."""
     try:
-        if blob[:2] != _MAGIC or blob[2] != VERSION:
+        if blob[:2] != b"ZB" or blob[2] != _VERSION:
             return None
         n = blob[3] << 8 | blob[4]
         payload = bytes(blob[5 : 5 + n])
@@ -41,7 +44,7 @@ class Store:
     an entry atomically), else in a file written to a temporary name, flushed and renamed.
     .regs counts the registrations this board has made; it survives wipe()."""
 
-    def __init__(self, nvs=None, path=FILE):
+    def __init__(self, nvs=None, path="creds.bin"):
         self.nvs = nvs
         self.path = path
         self.regs = 0
@@ -50,15 +53,19 @@ class Store:
         if self.nvs is not None:
             # get_blob cannot report a blob's size: read into a buffer big enough for any
             # record and let the record's own length field delimit it
-            buf = bytearray(MAX_RECORD)
+            buf = bytearray(_MAX_RECORD)
             try:
-                self.nvs.get_blob(_NVS_KEY, buf)
+                self.nvs.get_blob("cred", buf)
             except OSError:
                 return None
             return bytes(buf[: 9 + (buf[3] << 8 | buf[4])])
         try:
             with open(self.path, "rb") as f:
-                return f.read(MAX_RECORD)
+                # the header's length field sizes the read: no _MAX_RECORD buffer in a full heap
+                blob = f.read(5)
+                if len(blob) == 5:
+                    blob += f.read(min(_MAX_RECORD, 4 + (blob[3] << 8 | blob[4])))
+                return blob
         except OSError:
             return None
 
@@ -75,7 +82,7 @@ class Store:
         d["n"] = self.regs
         blob = encode(d)
         if self.nvs is not None:
-            self.nvs.set_blob(_NVS_KEY, blob)
+            self.nvs.set_blob("cred", blob)
             self.nvs.commit()
         else:
             tmp = self.path + ".tmp"
@@ -96,3 +103,26 @@ def store_of(a):
     s = Store(a.nvs)
     s.regs = a.regs
     return s
+
+
+def refused(a, rc):
+    """The token login of App a was refused with CONNACK rc; returns the delay before the next
+    step. Bad credentials (4, 5) a few times in a row wipe the token, so the board registers
+    again: only then, never for network errors, as every registration burns one of 5 slots."""
+    if rc not in (4, 5):
+        log("mqtt", "W: login refused, CONNACK %s" % rc)
+        return a.net_delay()
+    # counted in meta, which deep sleep keeps: duty-cycle wakes count too
+    m = a.buf.meta
+    k = m["cr"] = m.get("cr", 0) + 1
+    n = a.cfg.max_connwl_refusals
+    log("mqtt", "W: token refused (CONNACK %d), %d of %d in a row" % (rc, k, n))
+    if k < n:
+        return a.net_delay()
+    log("cred", "W: token revoked: wiping it and registering again")
+    m["cr"] = 0
+    a.rec = None
+    store_of(a).wipe()
+    # A token that worked before was revoked by the operator: register again at once. One
+    # refused before it ever worked would burn slots in a loop: wait long.
+    return 0 if m.pop("ok", 0) or not m.get("rn") else a.reg_delay()

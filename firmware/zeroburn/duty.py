@@ -1,7 +1,7 @@
 # Duty-cycle mode (battery devices), loaded only in that mode: one wake, then deep sleep.
 import json
 
-from zeroburn.log import log
+from zeroburn import log
 
 RTC_BYTES = 2048  # ESP32 RTC user memory
 

@@ -22,12 +22,6 @@ class Hardware:
     def wifi_ok(self):
         return self.wlan.isconnected()
 
-    def wifi_stop(self):
-        try:
-            self.wlan.disconnect()
-        except OSError:
-            pass
-
     def rssi(self):
         try:
             return self.wlan.status("rssi")
@@ -72,14 +66,8 @@ class Hardware:
         except (ImportError, AttributeError, OSError):
             return None
 
-    def woke_from_sleep(self):
-        return machine.reset_cause() == machine.DEEPSLEEP_RESET
-
     def deepsleep(self, ms):
         machine.deepsleep(ms)
-
-    def reset(self):
-        machine.reset()
 
     def safe_mode_pin(self, pin):
         """True while the safe-mode button (active low, e.g. BOOT on GPIO0) is held."""

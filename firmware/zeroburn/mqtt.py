@@ -5,6 +5,11 @@ import time
 from umqtt.simple import MQTTClient, MQTTException  # noqa: F401  (re-exported)
 
 
+def connwl(client_id, dn, pk, token):
+    """(client id, username, password) for the token login (no HMAC: the token is the password)."""
+    return client_id + "|securemode=-2,authType=connwl|", dn + "&" + pk, token
+
+
 def connect_packet(client_id, user, password, keepalive, clean=True):
     """MQTT 3.1.1 CONNECT; strings are sent as UTF-8 (umqtt 1.3.4 would send len(str))."""
     flags = 0xC0 | (2 if clean else 0)

@@ -7,7 +7,7 @@ import time
 from micropython import const
 
 _SLICE_MS = const(500)  # longest poll between watchdog feeds
-MAX_READ = 4096  # one read never allocates more: a huge packet is a protocol error, not a crash
+_MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
 
 
 def open_tls(ctx, host, port, timeout_ms, feed):
@@ -65,7 +65,7 @@ class Transport:
         self.poller.poll(min(left, _SLICE_MS))
 
     def read(self, n):
-        if n > MAX_READ:
+        if n > _MAX_READ:
             raise OSError(90)  # EMSGSIZE: bigger than anything this device accepts
         data = b""
         start = time.ticks_ms()

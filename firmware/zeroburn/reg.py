@@ -3,16 +3,18 @@
 import gc
 import json
 
+from micropython import const
+
+from zeroburn import log
 from zeroburn.app import unload
-from zeroburn.log import log
 from zeroburn.mqtt import Client, MQTTException
 
-MAX_REPLY = 512  # a /ext/regnwl reply larger than this is not Aliyun's
+_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
 
 
 def check_reply(msg, pk, dn):
     """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > MAX_REPLY:
+    if len(msg) > _MAX_REPLY:
         raise ValueError("reply too large (%d bytes)" % len(msg))
     try:
         r = json.loads(msg)
@@ -28,8 +30,8 @@ def check_reply(msg, pk, dn):
         raise ValueError("reply is for another device")
     cid = r["clientId"]
     # the client id is embedded in the connwl client id: its delimiters must not appear
-    for ch in cid + r["deviceToken"]:
-        if ch in "|," or not 32 < ord(ch) < 127:
+    for b in (cid + r["deviceToken"]).encode():  # bytes: see config.bad_char
+        if b in b"|," or not 32 < b < 127:
             raise ValueError("reply clientId/deviceToken holds forbidden characters")
     return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
 

@@ -6,9 +6,8 @@ import json
 
 from micropython import const
 
-from zeroburn.app import unload
-from zeroburn.log import log
-from zeroburn.mqtt import Client, MQTTException
+from zeroburn import log
+from zeroburn.mqtt import Client, MQTTException, connwl
 
 _IDLE_MS = const(100)  # loop period while online and idle
 _HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the network back-off
@@ -16,23 +15,19 @@ _HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the networ
 
 def run(a):
     """Log App a in (connwl) and stay online; returns the delay before the next step."""
-    from zeroburn import sign
-
     rec = a.rec
     c = Client(
-        *sign.connwl(rec["cid"], a.dn, a.cfg.product_key, rec["tok"]), a.cfg.keepalive_s, a.opener
+        *connwl(rec["cid"], a.dn, a.cfg.product_key, rec["tok"]), a.cfg.keepalive_s, a.opener
     )
-    del sign, rec
-    unload("sign")
-    gc.collect()
+    del rec
     c.set_callback(lambda topic, msg: on_msg(a, topic, msg))
     try:
         try:
             c.connect()
         except MQTTException as e:
-            from zeroburn import revoke
+            from zeroburn import creds
 
-            return revoke.refused(a, e.args[0])
+            return creds.refused(a, e.args[0])
         m = a.buf.meta
         m["cr"] = 0
         m["ok"] = 1

@@ -1,14 +1,14 @@
-# Aliyun MQTT identities: deviceName, regnwl/connwl client ids and the HMAC password.
+# Aliyun MQTT identities: deviceName, the regnwl client id and its HMAC password (connwl's, which
+# needs no HMAC, is mqtt.connwl: the session does not load this module).
 import binascii
 import hashlib
 import os
 
-_HASHES = {"hmacsha1": "sha1", "hmacsha256": "sha256", "hmacmd5": "md5"}
-
 
 def hmac_hex(key, msg, method):
     """Lower-case hex HMAC (RFC 2104) over hashlib: MicroPython has no hmac module."""
-    h = getattr(hashlib, _HASHES[method], None)
+    h = {"hmacsha1": "sha1", "hmacsha256": "sha256", "hmacmd5": "md5"}[method]
+    h = getattr(hashlib, h, None)
     if h is None:
         raise ValueError("this MicroPython build lacks hashlib for " + method)
     if isinstance(key, str):
@@ -34,8 +34,8 @@ def device_name(uid, prefix=""):
     """deviceName from the chip id (ESP32: 6-byte base MAC) as lower-case hex."""
     dn = prefix + binascii.hexlify(uid).decode()
     ok = 4 <= len(dn) <= 32
-    for c in dn:  # Aliyun's alphabet: ASCII letters, digits, - _ . @ :
-        ok = ok and ("0" <= c <= "9" or "a" <= c.lower() <= "z" or c in "-_.@:")
+    for b in dn.encode():  # letters, digits, - _ . @ : (bytes, not str: see config.bad_char)
+        ok = ok and (48 <= b <= 58 or 65 <= b <= 90 or 97 <= b <= 122 or b in b"-_.@")
     if not ok:
         raise ValueError("device name %r breaks Aliyun's deviceName rule" % dn)
     return dn
@@ -62,8 +62,3 @@ def regnwl(cfg, dn, rnd):
         dn + "&" + cfg.product_key,
         hmac_hex(cfg.product_secret, content, cfg.signmethod),
     )
-
-
-def connwl(client_id, dn, pk, token):
-    """(client id, username, password) for the token login."""
-    return client_id + "|securemode=-2,authType=connwl|", dn + "&" + pk, token

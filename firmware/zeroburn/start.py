@@ -6,8 +6,8 @@ import json
 import os
 import ssl
 
+from zeroburn import log
 from zeroburn.app import unload
-from zeroburn.log import log
 
 
 def boot():

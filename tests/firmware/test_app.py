@@ -173,7 +173,7 @@ def test_duty_cycle_keeps_samples_in_rtc_across_deep_sleep(board, broker):
 def test_safe_mode_file_skips_the_application(run):
     (run.cwd / "safemode").write_text("")
     (run.cwd / "config.json").write_text("{}")
-    out = run.call("fw_scenarios", "main_once")
+    out = run.call("fw_main", "main_once")
     assert out.splitlines() == [
         "[boot] safe mode (file 'safemode'): application not started",
         "RETURNED",
@@ -191,7 +191,7 @@ def test_safe_mode_file_skips_the_application(run):
 def test_bad_config_is_reported_and_nothing_starts(run, text, message):
     if text is not None:
         (run.cwd / "config.json").write_text(text)
-    out = run.call("fw_scenarios", "main_once")
+    out = run.call("fw_main", "main_once")
     lines = out.splitlines()
     assert lines[-1] == "RETURNED" and len(lines) == 2, out
     assert lines[0].startswith("[cfg] E: " + message) and lines[0].endswith("; not starting")

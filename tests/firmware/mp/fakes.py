@@ -30,9 +30,6 @@ class FakeHW:
     def wifi_ok(self):
         return self.wifi
 
-    def wifi_stop(self):
-        pass
-
     def rssi(self):
         return -55
 
@@ -57,15 +54,9 @@ class FakeHW:
     def temperature(self):
         return 41.5
 
-    def woke_from_sleep(self):
-        return self.slept is not None
-
     def deepsleep(self, ms):
         self.slept = ms
         raise Stop("deepsleep %d" % ms)
-
-    def reset(self):
-        raise Stop("reset")
 
     def safe_mode_pin(self, pin):
         return False
@@ -88,9 +79,6 @@ class FakeClock(Clock):
 
     def add(self, t, ms):
         return t + ms
-
-    def diff(self, a, b):
-        return a - b
 
     def since(self, t):
         return self.now - t

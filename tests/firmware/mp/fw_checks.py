@@ -74,7 +74,7 @@ def check_connect_golden_regnwl():
 
 
 def check_connect_golden_connwl():
-    cid, user, pw = sign.connwl("abcDEF123", "esp32-0001", "a1B2C3D4E5F", "tok0123456789")
+    cid, user, pw = mqtt.connwl("abcDEF123", "esp32-0001", "a1B2C3D4E5F", "tok0123456789")
     want = (
         b"\x10\x5b"
         b"\x00\x04MQTT\x04\xc2\x01\x2c"  # keepalive 300
@@ -293,9 +293,9 @@ def check_alink_post():
 def check_backoff_grows_with_jitter_and_cap():
     prev_hi = 0
     for n in range(12):
-        d = min(app.NET_CAP_MS, app.NET_BASE_MS << n)
+        d = min(300000, 2000 << n)  # the network back-off: 2 s doubling to 5 min
         for _ in range(20):
-            v = app.jittered(app.NET_BASE_MS, n, app.NET_CAP_MS)
+            v = app.jittered(2000, n, 300000)
             assert d // 2 <= v <= d, (n, v)
             assert v >= prev_hi // 2
         prev_hi = d

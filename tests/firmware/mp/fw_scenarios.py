@@ -51,12 +51,3 @@ def boot():
         "meta": a.buf.meta,
     }
     print("RESULT " + json.dumps(result))
-
-
-def main_once():
-    """app.main() as main.py calls it: must return (REPL reachable) in safe mode or on a bad
-    config, without touching the hardware."""
-    from zeroburn import app
-
-    app.main()
-    print("RETURNED")

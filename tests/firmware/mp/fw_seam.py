@@ -1,7 +1,7 @@
 # The network seam on both runtimes: verified TLS transport + the umqtt subclass, real sockets.
 import time
 
-from zeroburn import mqtt, net, sign, start
+from zeroburn import mqtt, net, start
 
 
 def _elapsed(t0):
@@ -14,7 +14,7 @@ def session(host, port, ca, timeout_ms, cid, token):
     ctx = start.tls_context(ca)
     opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: feeds.append(1))
     got = []
-    c = mqtt.Client(*sign.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
+    c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
     c.set_callback(lambda t, m: got.append((t, m)))
     t0 = time.ticks_ms()
     try:
@@ -57,10 +57,10 @@ def connect_only(host, port, ca, timeout_ms):
 
 
 def big_packet(host, port, ca, timeout_ms, cid, token):
-    """A downlink larger than net.MAX_READ is refused without allocating it."""
+    """A downlink larger than net._MAX_READ (4 KiB) is refused without allocating it."""
     ctx = start.tls_context(ca)
     opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: None)
-    c = mqtt.Client(*sign.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
+    c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
     c.set_callback(lambda t, m: print("GOT", len(m)))
     try:
         c.connect()

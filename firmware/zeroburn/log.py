@@ -1,9 +1,0 @@
-# Console lines: "[phase] message"; warnings "[phase] W: ...", errors "[phase] E: ...".
-# Stable markers others parse (tests, `board run --until-messages`), listed in the README:
-#   [reg] registered as <dn> (clientId <cid>, ...)   [cred] token loaded for <dn> ...
-#   [mqtt] online as <dn>                             [tel] acked #<n>
-# Never pass productSecret, deviceToken or an HMAC here.
-
-
-def log(phase, msg):
-    print("[%s] %s" % (phase, msg))
