@@ -65,3 +65,33 @@ def test_full_cycle_fits_the_heap_from_mpy(micropython, tmp_path, certs, broker)
     assert len(acked) >= 100 and sorted(set(acked)) == list(range(1, max(acked) + 1))
     assert result["regs"] == 1
     print(f"\n.mpy total {size} bytes, peak GC alloc {result['peak_alloc']} bytes in {HEAP}")
+
+
+# Validation walks bytes: iterating a str would intern each character as a qstr, for good.
+_VALIDATE_NOVEL_TEXT = """
+import json, micropython
+from zeroburn import config, reg, sign
+def validate():
+    cfg = config.parse({"product_key": "a1B2C3D4E5F", "product_secret": "Q" * 16,
+                        "region": "cn-shanghai", "wifi_ssid": "lab", "device_name_prefix": "Zq-"})
+    sign.device_name(b"\\xfe\\xdc\\xba\\x98\\x76\\x54", cfg.device_name_prefix)
+    reply = json.dumps({"productKey": "a1B2C3D4E5F", "deviceName": "Zq-fedcba987654",
+                        "clientId": "WXYZwxyz%s" % NOVEL, "deviceToken": "HJKLhjkl%s" % NOVEL})
+    reg.check_reply(reply, "a1B2C3D4E5F", "Zq-fedcba987654")
+validate()  # once, so that what the code itself interns is in
+micropython.qstr_info()
+NOVEL = "UVuv" + "GMNPgmnp"
+validate()  # characters never seen before: none of them may become a qstr
+micropython.qstr_info()
+"""
+
+
+def test_validation_interns_no_characters(micropython, tmp_path):
+    lib = tmp_path / "lib"
+    stage_mpy(lib)
+    proc = run_micropython(
+        micropython, "NOVEL = 'RSTrst'\n" + _VALIDATE_NOVEL_TEXT, path=[lib], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = [line.split("n_qstr=")[1].split(",")[0] for line in proc.stdout.splitlines()]
+    assert len(counts) == 2 and counts[0] == counts[1], proc.stdout
