@@ -131,30 +131,19 @@ def summarize_fleet(boards, stored_keys, started, ended):
 
 
 def stored_message_keys(registry, pk, device_names):
-    """(deviceName, id) for every telemetry message the platform stored for these devices."""
+    """(deviceName, id) for every telemetry message the platform stored for these devices.
+    One read of the product's messages (the platform keeps no per-device index on them)."""
+    wanted = set(device_names)
     keys = []
-    for dn in device_names:
-        for m in _registry_messages(registry, pk, dn):
-            topic = m.get("topic", "")
-            if not topic.endswith("/user/update") and not topic.endswith("/property/post"):
-                continue
-            try:
-                body = json.loads(m.get("payload"))
-                keys.append((dn, int(body["id"])))
-            except (ValueError, TypeError, KeyError):
-                continue
+    for m in registry.messages(product_key=pk, limit=None):
+        dn, topic = m.get("device_name"), m.get("topic", "")
+        if dn not in wanted or not topic.endswith(("/user/update", "/property/post")):
+            continue
+        try:
+            keys.append((dn, int(json.loads(bytes(m["payload"]))["id"])))
+        except (ValueError, TypeError, KeyError):
+            continue
     return keys
-
-
-def _registry_messages(registry, pk, dn):
-    rows = registry.messages(product_key=pk, device_name=dn, limit=None)
-    for r in rows:
-        if not isinstance(r, dict):
-            r = dict(r)
-        p = r.get("payload")
-        if isinstance(p, (bytes, bytearray, memoryview)):
-            r["payload"] = bytes(p).decode("utf-8", "replace")
-        yield r
 
 
 class Progress:
