@@ -49,6 +49,9 @@ class BoardStats:
         self.first_ack = None
         self.acked = []  # message ids in the order acknowledged
         self.errors = {}  # cause -> count (warnings and errors from the console)
+        # set when the run is over and the boards are powered off: what a board says while
+        # its sockets are being closed under it (ECONNRESET) is not an error of the run
+        self.stopping = False
         self.lock = threading.Lock()
         self.lines_seen = 0
         self._partial = b""
@@ -79,6 +82,8 @@ class BoardStats:
             if m:
                 self.dn = m.group(1)
                 self.online = self.online or now
+                return
+            if self.stopping:
                 return
             m = _ERROR.search(line)
             if m:
@@ -291,6 +296,8 @@ def run_fleet(
             time.sleep(0.05)
         ended = time.monotonic()
         progress.done()
+        for st in stats:
+            st.stopping = True
         for b in boards:
             b.stop()
         boards = []

@@ -43,3 +43,14 @@ def test_fleet_three_cpython_boards(tmp_path):
     assert s["boot_to_first_ack_ms"]["n"] == 3
     assert "fleet: registered" in proc.stderr  # the live progress line
     assert "messages lost: 0" in proc.stdout
+
+
+def test_console_tally_counts_errors_of_the_run_not_of_the_power_off():
+    from host_tools.fleet import BoardStats
+
+    st = BoardStats(0, "02:00:00:00:00:01")
+    st(b"[mqtt] online as 020000000001\r\n[tel] acked #1\n[net] W: OSError (110,)\n")
+    st.stopping = True  # the run is over: its boards are powered off, their sockets closed
+    st(b"[net] W: OSError (104,)\n[tel] acked #2\n")
+    assert st.errors == {"net: OSError": 1}
+    assert st.acked == [1, 2]  # an acknowledgement is one still
