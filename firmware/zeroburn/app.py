@@ -16,6 +16,7 @@ _REPLY_MS = const(10000)  # wait for /ext/regnwl after CONNACK 0 (reg)
 _NET_BASE_MS = const(2000)
 _NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
+_OOM_RESETS = const(3)  # MemoryErrors in a row before the board resets itself
 
 
 def unload(name):
@@ -28,9 +29,9 @@ def unload(name):
         pass
 
 
-def jittered(base, n, cap):
-    """Exponential back-off with equal jitter: half fixed, half random."""
-    d = min(cap, base << min(n, 20))
+def jittered(ms, n, limit):
+    """ms doubled n times, at most limit; equal jitter: half fixed, half random."""
+    d = min(limit, ms << min(n, 20))
     return d // 2 + (d // 2) * int.from_bytes(os.urandom(2), "big") // 65536
 
 
@@ -55,6 +56,7 @@ class App:
         self.dn = self.nvs = self.rec = self.ntp_sent = None
         self.regs = 0  # registrations so far (kept in the credential record)
         self.net_fails = 0
+        self.oom = 0  # MemoryErrors in a row
         self.synced = False
         self.next_sample = clock.ticks()
 
@@ -119,11 +121,31 @@ class App:
             if not self.phase("link"):
                 return self.net_delay()
             return self.phase("reg" if self.rec is None else "session")
+        except MemoryError as e:
+            # A heap too fragmented for the next phase stays so: a few in a row, and the board
+            # starts afresh (the token is in flash, queued samples go to RTC memory first).
+            self.oom += 1
+            log("app", "E: %r, %d of %d in a row" % (e, self.oom, _OOM_RESETS))
+            if self.oom >= _OOM_RESETS:
+                self.reset()
+            return self.net_delay()
         except Exception as e:  # network trouble of any kind: closed already, back off, retry
+            self.oom = 0
             log("net", "W: %s %r" % (type(e).__name__, e.args))
             return self.net_delay()
         finally:
             gc.collect()
+
+    def reset(self):
+        log("app", "E: out of memory: resetting")
+        gc.collect()
+        try:
+            from zeroburn import duty
+
+            self.hw.rtc_write(duty.dump(self.buf))
+        except MemoryError:
+            pass
+        self.hw.reset()
 
     def run(self):
         from zeroburn import start
@@ -132,11 +154,26 @@ class App:
         del start
         unload("start")
         gc.collect()
-        # mqtt (and umqtt.simple) serve only reg and session but stay loaded for good: loaded
-        # now, into the room start left, rather than later into a fragmented heap
+        # Now, into the room start left and while the heap is still in one piece: mqtt and
+        # umqtt.simple (they stay for good), and every phase module once, then dropped again,
+        # so that the names they intern (qstrs, kept for good however late they are made, and a
+        # new pool of them needs one 3.6 KiB block) are made here rather than later, between
+        # a session's transient blocks.
         from zeroburn import mqtt  # noqa: F401
 
-        if self.cfg.mode == "duty_cycle":
+        cfg = self.cfg
+        for name in (
+            "link",
+            "reg",
+            "session",
+            cfg.mode == "duty_cycle" and "duty",
+            cfg.alink and "alink",
+        ):
+            if name:
+                __import__("zeroburn.%s" % name)
+                unload(name)
+        gc.collect()
+        if cfg.mode == "duty_cycle":
             from zeroburn import duty
 
             return duty.wake(self)

@@ -107,7 +107,7 @@ def parse(d):
             # bool is an int in Python: refuse true/false where a number is meant
             want = {"S": str, "s": str, "i": int, "b": bool}[kind]
             if type(v) is not want:
-                what = {str: "a string", int: "a whole number", bool: "true or false"}[want]
+                what = {str: "a JSON string", int: "a whole number", bool: "true or false"}[want]
                 raise ValueError("%s must be %s" % (key, what))
             if kind == "i" and not lo <= v <= hi:
                 raise ValueError("%s must be between %d and %d (got %d)" % (key, lo, hi, v))

@@ -69,6 +69,10 @@ class Hardware:
     def deepsleep(self, ms):
         machine.deepsleep(ms)
 
+    def reset(self):
+        """A hard reset: RTC memory survives it, RAM does not."""
+        machine.reset()
+
     def safe_mode_pin(self, pin):
         """True while the safe-mode button (active low, e.g. BOOT on GPIO0) is held."""
         p = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)

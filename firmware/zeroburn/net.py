@@ -10,13 +10,13 @@ _SLICE_MS = const(500)  # longest poll between watchdog feeds
 _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
 
 
-def open_tls(ctx, host, port, timeout_ms, feed):
+def open_tls(ctx, host, port, ms, feed):
     """TCP connect + TLS handshake (certificate and host name checked), both bounded."""
     addr = socket.getaddrinfo(host, port)[0][-1]
     raw = socket.socket()
     try:
         # the raw socket's timeout bounds connect() and every step of the blocking handshake
-        raw.settimeout(timeout_ms / 1000)
+        raw.settimeout(ms / 1000)
         raw.connect(addr)
         feed()
         sock = ctx.wrap_socket(raw, server_hostname=host)
@@ -26,7 +26,7 @@ def open_tls(ctx, host, port, timeout_ms, feed):
     feed()
     # from here on the socket never blocks: every wait is a poll with a deadline
     sock.setblocking(False)
-    return Transport(sock, timeout_ms, feed)
+    return Transport(sock, ms, feed)
 
 
 class Transport:
@@ -37,17 +37,17 @@ class Transport:
     wait of a whole exchange, e.g. publish + PUBACK.
     """
 
-    def __init__(self, sock, timeout_ms, feed):
+    def __init__(self, sock, ms, feed):
         self.sock = sock
-        self.timeout = timeout_ms
+        self.timeout = ms  # each read or write, in ms
         self.feed = feed
         self.blocking = True
         self.until = None
         self.poller = select.poll()
         self.rx = self.tx = time.ticks_ms()  # last traffic each way, for keepalive decisions
 
-    def setblocking(self, flag):
-        self.blocking = flag
+    def setblocking(self, blocking):
+        self.blocking = blocking
 
     def deadline(self, ms):
         """Cap every wait from now until deadline(None) at ms in total."""

@@ -15,20 +15,20 @@ class Buffer:
         self.seq = 0
         self.meta = {}  # the app's own small state that must survive deep sleep
 
-    def add(self, seq, payload):
-        self.items.append((seq, payload))
+    def add(self, seq, msg):
+        self.items.append((seq, msg))
         while len(self.items) > self.limit:
             self.items.pop(0)
             self.dropped += 1
 
-    def sample(self, unix_ms, uptime_s, heap, rssi, temp, sensors=None):
+    def sample(self, unix_ms, uptime_s, heap_free, rssi, temp_c, sensors=None):
         """Take one sample (its timestamp is kept through any outage) and queue it."""
         self.seq += 1
-        d = {"id": self.seq, "ts": unix_ms, "uptime_s": uptime_s, "heap_free": heap}
+        d = {"id": self.seq, "ts": unix_ms, "uptime_s": uptime_s, "heap_free": heap_free}
         if rssi is not None:
             d["rssi"] = rssi
-        if temp is not None:
-            d["temp_c"] = temp
+        if temp_c is not None:
+            d["temp_c"] = temp_c
         if self.dropped:
             d["dropped"] = self.dropped
         if sensors:

@@ -17,6 +17,28 @@ from tests.firmware.broker import Broker
 from tests.firmware.cpy import HERE, Runtime
 
 PK, SECRET = "a1B2C3D4E5F", "0123456789abcdef"
+# What mp/fw_scenarios.py's last line, "RESULT [...]", lists, in order.
+RESULT_KEYS = (
+    "stop",
+    "regs",
+    "has_token",
+    "queued",
+    "sleeps",
+    "now",
+    "feeds",
+    "peak_alloc",
+    "slept",
+    "meta",
+)
+
+
+def scenario_result(line):
+    """fw_scenarios' RESULT line as a dict."""
+    items = json.loads(line.removeprefix("RESULT "))
+    assert len(items) == len(RESULT_KEYS), line
+    return dict(zip(RESULT_KEYS, items, strict=True))
+
+
 MP_PATH = [FIRMWARE, BUILD_LIB, HERE / "mp"]
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.firmware.conftest import PK, SECRET
+from tests.firmware.conftest import PK, SECRET, scenario_result
 
 DN = "240ac4123456"
 
@@ -13,7 +13,7 @@ DN = "240ac4123456"
 def board(run, certs, broker):
     (run.cwd / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
 
-    def boot(limit_s, io_ms=1500, reply_ms=1500, **cfg):
+    def boot(limit_s, io_ms=1500, reply_ms=1500, oom=False, **cfg):
         c = {
             "product_key": PK,
             "product_secret": SECRET,
@@ -25,12 +25,13 @@ def board(run, certs, broker):
         }
         c.update(cfg)
         params = {"cfg": c, "limit_ms": int(limit_s * 1000), "io_ms": io_ms, "reply_ms": reply_ms}
+        params["oom"] = oom
         (run.cwd / "scenario.json").write_text(json.dumps(params))
         out = run.call("fw_scenarios", "boot")
         for secret in [SECRET] + [tok for _, tok in broker.tokens.values()]:
             assert secret not in out, "a secret reached the console"
         lines = out.splitlines()
-        result = json.loads(lines[-1].removeprefix("RESULT "))
+        result = scenario_result(lines[-1])
         return lines[:-1], result
 
     return boot
@@ -195,3 +196,22 @@ def test_bad_config_is_reported_and_nothing_starts(run, text, message):
     lines = out.splitlines()
     assert lines[-1] == "RETURNED" and len(lines) == 2, out
     assert lines[0].startswith("[cfg] E: " + message) and lines[0].endswith("; not starting")
+
+
+def test_out_of_memory_three_times_in_a_row_resets_the_board_keeping_samples(board, broker):
+    log, r = board(120, oom=True)
+    errors = [line for line in log if line.startswith("[app] E: MemoryError")]
+    assert [e.split(", ")[-1] for e in errors] == [
+        "1 of 3 in a row",
+        "2 of 3 in a row",
+        "3 of 3 in a row",
+    ]
+    assert "[app] E: out of memory: resetting" in log and r["stop"] == "reset"
+    assert not events(broker, "regnwl")  # nothing reached the platform
+    assert len(r["sleeps"]) == 2  # backed off between the attempts, as for a network error
+    # what was sampled meanwhile survives the reset in RTC memory, and the next boot sends it
+    queued = r["queued"]
+    assert queued
+    log, r = board(10)
+    assert any("samples restored from RTC memory" in line for line in log)
+    assert set(queued) <= set(ids(broker))

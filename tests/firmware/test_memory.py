@@ -5,10 +5,10 @@ import os
 from host_tools.build import compile_mpy
 from host_tools.paths import FIRMWARE, UMQTT_SIMPLE
 from tests.conftest import run_micropython
-from tests.firmware.conftest import PK, SECRET
+from tests.firmware.conftest import PK, SECRET, scenario_result
 from tests.firmware.cpy import HERE
 
-# The 48K. On this 64-bit VM the full cycle (this harness's fakes included, about 4 KiB)
+# The 48K. On this 64-bit VM the full cycle (this harness's fake board and clock included)
 # completes in 42K today; where the cliff lies moves by a kilobyte or two with the heap's layout
 # (README "Memory and size"). ZB_HEAP=40K shows how a failure reads.
 HEAP = os.environ.get("ZB_HEAP", "48K")
@@ -22,8 +22,10 @@ def stage_mpy(out):
         (out / rel[:-3]).with_suffix(".mpy").write_bytes(compile_mpy(src, rel))
     (out / "umqtt").mkdir(exist_ok=True)
     (out / "umqtt" / "simple.mpy").write_bytes(compile_mpy(UMQTT_SIMPLE, "umqtt/simple.py"))
-    for name in ("fakes", "fw_scenarios"):  # the harness too: compiling it would cost heap
-        (out / f"{name}.mpy").write_bytes(compile_mpy(HERE / "mp" / f"{name}.py", f"{name}.py"))
+    # the harness too: compiling it in the VM would cost heap
+    (out / "fw_scenarios.mpy").write_bytes(
+        compile_mpy(HERE / "mp" / "fw_scenarios.py", "fw_scenarios.py")
+    )
     return sum(p.stat().st_size for p in (out / "zeroburn").glob("*.mpy"))
 
 
@@ -58,7 +60,7 @@ def test_full_cycle_fits_the_heap_from_mpy(micropython, tmp_path, certs, broker)
     proc, size = full_cycle(micropython, tmp_path, certs, broker, HEAP)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "MemoryError" not in proc.stdout
-    result = json.loads(proc.stdout.splitlines()[-1].removeprefix("RESULT "))
+    result = scenario_result(proc.stdout.splitlines()[-1])
     acked = [json.loads(p)["id"] for t, p in broker.published if t.endswith("/user/update")]
     assert len(events := [e for e in broker.events if e[0] == "regnwl"]) == 1, events
     assert len([e for e in broker.events if e[0] == "dropped"]) == 1
