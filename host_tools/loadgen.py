@@ -546,6 +546,11 @@ class ByteRelay:
         self._ready.set()
         self._loop.run_forever()
         self._server.close()
+        # connections still being relayed end here, rather than as tasks destroyed pending
+        pending = asyncio.all_tasks(self._loop)
+        for t in pending:
+            t.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.run_until_complete(self._server.wait_closed())
         self._loop.close()
 
