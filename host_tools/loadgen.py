@@ -509,6 +509,7 @@ class ByteRelay:
         self._thread = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        self._writers = set()  # open stream writers, both sides (closed at stop)
 
     def __enter__(self):
         self.start()
@@ -547,10 +548,13 @@ class ByteRelay:
         self._loop.run_forever()
         self._server.close()
         # connections still being relayed end here, rather than as tasks destroyed pending
+        # connections still being relayed end here (their sockets closed, so their pipes see
+        # the end), rather than as tasks destroyed while pending
+        for w in list(self._writers):
+            w.close()
         pending = asyncio.all_tasks(self._loop)
-        for t in pending:
-            t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            self._loop.run_until_complete(asyncio.wait(pending, timeout=5))
         self._loop.run_until_complete(self._server.wait_closed())
         self._loop.close()
 
@@ -581,14 +585,21 @@ class ByteRelay:
         with self._lock:
             self.connections += 1
             self.sessions.append(session)
+        self._writers.add(writer)
         try:
             ur, uw = await asyncio.wait_for(self._open_upstream(), 10)
         except (TimeoutError, OSError):
             writer.close()
+            self._writers.discard(writer)
             return
-        await asyncio.gather(
-            self._pipe(reader, uw, "up", session), self._pipe(ur, writer, "down", session)
-        )
+        self._writers.add(uw)
+        try:
+            await asyncio.gather(
+                self._pipe(reader, uw, "up", session), self._pipe(ur, writer, "down", session)
+            )
+        finally:
+            self._writers.discard(writer)
+            self._writers.discard(uw)
 
     def _server_ssl(self):
         return None
