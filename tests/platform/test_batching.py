@@ -77,21 +77,27 @@ def test_writer_commits_a_turns_messages_in_order_then_answers(tmp_path, n):
     assert rows == [(1.0 + i, b"%d" % i) for i in range(n)]
 
 
+def observer_and_device(plat):
+    """A back-end observer subscribed to every device's user/update, and a registered device
+    logged in with its token (both over TLS); returns (observer, device, the device's topic)."""
+    pk, ps = plat.registry.add_product()
+    reg = register(plat, pk, ps, DN)
+    tls = client_context(plat.ca_path)
+    obs = Client(plat.mqtts_port, tls)
+    assert obs.connect("app-1", "observer", "obs") == 0
+    assert obs.subscribe(f"/{pk}/+/user/update") == [1]
+    dev = Client(plat.mqtts_port, tls)
+    cid, user, pw = connwl_login(reg["clientId"], DN, pk, reg["deviceToken"])
+    assert dev.connect(cid, user, pw) == 0
+    return obs, dev, f"/{pk}/{DN}/user/update"
+
+
 def test_pipelined_qos1_acked_in_order_and_routed_in_order(tmp_path):
     """300 QoS 1 PUBLISHes sent without waiting: every PUBACK comes, in order, after its
     message is stored, and the subscriber gets every message in order (output of one loop
     turn goes out in one write)."""
     with running_platform(tmp_path / "p", observer_password="obs") as plat:
-        pk, ps = plat.registry.add_product()
-        reg = register(plat, pk, ps, DN)
-        tls = client_context(plat.ca_path)
-        obs = Client(plat.mqtts_port, tls)
-        assert obs.connect("app-1", "observer", "obs") == 0
-        assert obs.subscribe(f"/{pk}/+/user/update") == [1]
-        dev = Client(plat.mqtts_port, tls)
-        cid, user, pw = connwl_login(reg["clientId"], DN, pk, reg["deviceToken"])
-        assert dev.connect(cid, user, pw) == 0
-        topic = f"/{pk}/{DN}/user/update"
+        obs, dev, topic = observer_and_device(plat)
         raw = b"".join(codec.encode_publish(topic, b"%d" % i, 1, i + 1) for i in range(300))
         dev.send(raw)
         acks = [
@@ -112,16 +118,7 @@ def test_slow_consumer_is_cut_and_the_publisher_carries_on(tmp_path):
     with running_platform(
         tmp_path / "p", observer_password="obs", slow_consumer_bytes=256 * 1024
     ) as plat:
-        pk, ps = plat.registry.add_product()
-        reg = register(plat, pk, ps, DN)
-        tls = client_context(plat.ca_path)
-        obs = Client(plat.mqtts_port, tls)
-        assert obs.connect("app-1", "observer", "obs") == 0
-        assert obs.subscribe(f"/{pk}/+/user/update") == [1]
-        dev = Client(plat.mqtts_port, tls)
-        cid, user, pw = connwl_login(reg["clientId"], DN, pk, reg["deviceToken"])
-        assert dev.connect(cid, user, pw) == 0
-        topic = f"/{pk}/{DN}/user/update"
+        obs, dev, topic = observer_and_device(plat)
         big = b"x" * (200 * 1024)
         for _ in range(150):  # 30 MB the observer never reads: more than any socket buffers
             dev.publish(topic, big, qos=0)
