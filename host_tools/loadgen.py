@@ -732,6 +732,17 @@ def free_port():
 # ---------------------------------------------------------------- observer process
 
 
+def _feed(client, s):
+    """One blocking read (socket timeout) handed to the client; False once the peer closed."""
+    try:
+        data = s.recv(65536)
+    except TimeoutError:
+        return True
+    if data:
+        client.data_received(data)
+    return bool(data)
+
+
 def observe(port, ca_path, username, password, topic, seconds, out=None):
     """Subscribe (blocking TLS socket, in its own process) and collect routing latencies.
 
@@ -770,26 +781,16 @@ def observe(port, ca_path, username, password, topic, seconds, out=None):
                 break
             client.write(subscribe_packet(1, [(topic, 0)]))
             client._sub_sent = True
-        try:
-            data = s.recv(65536)
-        except TimeoutError:
-            continue
-        if not data:
+        if not _feed(client, s):
             break
-        client.data_received(data)
     if not client._suback.done() or client._suback.result() != [0]:
         print(json.dumps({"error": "observer could not subscribe"}), file=out, flush=True)
         return 1
     print("ready", file=out, flush=True)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        try:
-            data = s.recv(65536)
-        except TimeoutError:
-            continue
-        if not data:
+        if not _feed(client, s):
             break
-        client.data_received(data)
     s.close()
     result = {"latency_ms": summarize(probe.latencies)}
     result["p99_by_second"] = [x[2] for x in probe.by_second(99)]
