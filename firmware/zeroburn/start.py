@@ -42,9 +42,9 @@ def prepare(a):
     here, before the watchdog starts."""
     cfg, hw = a.cfg, a.hw
     gc.collect()
-    if a.ctx is None and a.opener == a.open_tls:
-        # first, while the heap is still unfragmented: it needs one ~3 KiB block
-        a.ctx = tls_context(cfg.ca_file)
+    # first, while the heap is still unfragmented: it needs one ~3 KiB block (and a bad ca.pem
+    # is reported at boot, whatever opener the app was given)
+    a.ctx = tls_context(cfg.ca_file)
     from zeroburn import sign
 
     a.dn = sign.device_name(hw.unique_id(), cfg.device_name_prefix)
