@@ -24,13 +24,13 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 $(UMQTT): pyproject.toml $(STAMP)
-	$(PY) -m host_tools.deps
+	$(PY) -m host_tools.build.deps
 
 test: setup ## run the whole test suite
 	$(PY) -m pytest -q
 
 demo: setup ## boot a virtual board against the local platform emulator and watch it register
-	$(PY) -m host_tools.demo
+	$(PY) -m host_tools.emulator.demo
 
 lint: setup ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

@@ -17,23 +17,26 @@ COMMANDS = {
         "host_tools.emulator.cli",
         "run a virtual ESP32 board (firmware under MicroPython or CPython)",
     ),
-    "fleet": ("host_tools.fleet", "boot many virtual boards against the platform emulator"),
-    "bench": ("host_tools.bench", "measure device-side and platform-side figures"),
+    "fleet": ("host_tools.load.fleet", "boot many virtual boards against the platform emulator"),
+    "bench": ("host_tools.load.bench", "measure device-side and platform-side figures"),
     "build": (
-        "host_tools.build",
+        "host_tools.build.staging",
         "compile the firmware into a staging folder (what goes on a board)",
     ),
-    "config": ("host_tools.config_cmd", "write or check a device config.json"),
-    "flash": ("host_tools.flash", "copy the firmware and config onto a board with mpremote"),
+    "config": ("host_tools.build.config_cmd", "write or check a device config.json"),
+    "flash": (
+        "host_tools.flash.flashing",
+        "copy the firmware and config onto a board with mpremote",
+    ),
     "info": (
-        "host_tools.flash",
+        "host_tools.flash.flashing",
         "show a board's deviceName, firmware version and credential state",
     ),
     "install-micropython": (
-        "host_tools.flash",
+        "host_tools.flash.flashing",
         "write MicroPython itself onto a board with esptool",
     ),
-    "repl": ("host_tools.flash", "open mpremote's REPL on a board or virtual board"),
+    "repl": ("host_tools.flash.flashing", "open mpremote's REPL on a board or virtual board"),
 }
 
 

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from host_tools import cli, deps
+from host_tools import cli
+from host_tools.build import deps
 from host_tools.errors import ZeroburnError
 from tests.conftest import run_micropython
 

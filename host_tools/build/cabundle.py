@@ -207,7 +207,7 @@ def check_bundle(pem_text, origin="bundle", now=None):
 
 
 def main(argv=None):
-    """python -m host_tools.cabundle [--out FILE]: build the bundle and show its roots."""
+    """python -m host_tools.build.cabundle [--out FILE]: build the bundle and show its roots."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         certs = aliyun_roots()

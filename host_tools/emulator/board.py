@@ -160,9 +160,9 @@ class VirtualBoard:
     # ---- flash ---------------------------------------------------------------------------
     def install(self, config=None, ca_pem=None, board="virtual"):
         """Stage the firmware (build.stage) into the flash folder; returns {relpath: sha256}."""
-        from host_tools import build
+        from host_tools.build import staging
 
-        return build.stage(
+        return staging.stage(
             self.flash, board=board, config=config, ca_pem=ca_pem, runtime=self.runtime
         )
 

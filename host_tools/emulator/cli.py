@@ -194,9 +194,9 @@ def _serve(args):
 
 def _platform_config(args):
     try:
-        from host_tools.config_cmd import platform_config
+        from host_tools.build.config_cmd import platform_config
     except ImportError:
-        raise ZeroburnError("--platform needs host_tools.config_cmd.platform_config")
+        raise ZeroburnError("--platform needs host_tools.build.config_cmd.platform_config")
     if not args.product_key:
         raise ZeroburnError("--platform needs --product-key")
     kwargs = {}
@@ -271,7 +271,7 @@ def _run(args):
     config = None
     ca_pem = None
     if args.platform:
-        from host_tools.config_cmd import platform_ca
+        from host_tools.build.config_cmd import platform_ca
 
         config = _platform_config(args)
         ca = platform_ca(args.platform)

@@ -4,7 +4,7 @@ import json
 import shutil
 import sys
 
-from host_tools.config_cmd import platform_config
+from host_tools.build.config_cmd import platform_config
 from host_tools.emulator.board import VirtualBoard
 from host_tools.errors import ZeroburnError
 from host_tools.paths import PLATFORM_STATE, STATE

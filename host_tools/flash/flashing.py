@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import boards, paths
+from host_tools import paths
+from host_tools.build import boards
 from host_tools.errors import ZeroburnError
 
 # The firmware loads .mpy version 6 (MicroPython 1.19+) and needs MicroPython 1.22+.
@@ -586,7 +587,7 @@ def device_name(uid_hex, prefix=""):
 
 
 def _ca_text(path, progress):
-    from host_tools import cabundle
+    from host_tools.build import cabundle
 
     if path is None:
         text, origin = cabundle.aliyun_bundle(), "Aliyun roots (from aliyun-iot-linkkit)"
@@ -608,7 +609,7 @@ def prepare(board_name, config_path, ca_path=None, progress=None):
     """Everything checked and staged before the board is touched: (board, config dict,
     {path: bytes}, {path: sha256}, CA origin). Raises ZeroburnError; writes nothing outside a
     temporary folder, which is gone when this returns (it held the product secret)."""
-    from host_tools import build, config_cmd
+    from host_tools.build import config_cmd, staging
 
     progress = progress or Progress(enabled=False)
     board = boards.load(board_name)
@@ -621,7 +622,7 @@ def prepare(board_name, config_path, ca_path=None, progress=None):
     ca, origin = _ca_text(ca_path, progress)
     progress.update("build")
     with tempfile.TemporaryDirectory(prefix="zeroburn-stage-") as tmp:
-        hashes = build.stage(tmp, board=board.name, config=d, ca_pem=ca, runtime="micropython")
+        hashes = staging.stage(tmp, board=board.name, config=d, ca_pem=ca, runtime="micropython")
         files = {rel: (Path(tmp) / rel).read_bytes() for rel in hashes}
     return board, d, files, hashes, origin
 

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from host_tools import loadgen as lg
 from host_tools.errors import ZeroburnError
+from host_tools.load import loadgen as lg
 from host_tools.paths import ROOT
 
 # How much work each profile does. Every load is bounded by these counts and by time limits.
@@ -402,7 +402,7 @@ def _start_observer(plat, pk, seconds):
         [
             sys.executable,
             "-m",
-            "host_tools.loadgen",
+            "host_tools.load.loadgen",
             "observe",
             str(plat.mqtts_port),
             str(plat.ca_path),
@@ -632,9 +632,9 @@ def run_sdk(prof, work):
 
 def firmware_size():
     """Bytes of what goes on a board for the MicroPython runtime, by kind."""
-    from host_tools import build
+    from host_tools.build import staging
 
-    files = build.plan(board="virtual", runtime="micropython")
+    files = staging.plan(board="virtual", runtime="micropython")
     mpy = {k: len(v) for k, v in files.items() if k.endswith(".mpy")}
     own = {k: v for k, v in mpy.items() if not k.startswith("umqtt/")}
     src = {k: len(v) for k, v in files.items() if k.endswith(".py")}
@@ -742,7 +742,7 @@ def _board(flash, mac, console, heap, host_map=None, runtime="micropython"):
 
 
 def _device_config(state, pk, ps, port, **overrides):
-    from host_tools.config_cmd import platform_config
+    from host_tools.build.config_cmd import platform_config
 
     cfg = platform_config(state, pk, ps, port=port)
     cfg.update(overrides)
@@ -805,14 +805,14 @@ def device_measurements(prof, work):
         with mqtt, lg.ByteRelay("127.0.0.1", mqtt.port) as wire:
             # 1. the main run through the relays: bytes and times, a 48 KiB heap like ESP32's.
             log(f"bench: firmware on the MicroPython VM: register, {messages} messages, reconnect")
-            from host_tools import build
+            from host_tools.build import staging
 
             cfg = _device_config(state, pk, ps, wire.port, interval_s=1)
             # 48 KiB first (what the firmware issue asks); a larger heap only so that the other
             # figures are still measured when the firmware does not fit, and then said so.
             for i, heap_kib in enumerate(MAIN_RUN_HEAPS_KIB):
                 flash = work / f"dev-main-{heap_kib}"
-                build.stage(flash, config=cfg, ca_pem=mqtt.ca_pem, runtime="micropython")
+                staging.stage(flash, config=cfg, ca_pem=mqtt.ca_pem, runtime="micropython")
                 console = Console()
                 wire.reset()
                 mqtt.reset()
@@ -899,11 +899,11 @@ def _heap_free_samples(plat, pk):
 
 def duty_cycle(work, state, pk, ps, plat, heap_kib, wakes=3):
     """Awake time per duty-cycle wake with a stored token (from boot line to deep sleep)."""
-    from host_tools import build
+    from host_tools.build import staging
 
     flash = work / "dev-duty"
     cfg = _device_config(state, pk, ps, plat.mqtts_port, interval_s=1, mode="duty_cycle")
-    build.stage(flash, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime="micropython")
+    staging.stage(flash, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime="micropython")
     console = Console()
     board = _board(flash, "02:be:00:00:00:0f", console, f"{heap_kib}K")
     board.start()
@@ -936,7 +936,7 @@ HEAP_GRID_KIB = [*range(16, 68, 4), 80, 96, 128]
 
 def heap_search(work, prof, messages):
     """Run the full cycle at every heap size of a grid at once; the smallest that completes."""
-    from host_tools import build
+    from host_tools.build import staging
 
     state = Path(work) / "platform-heap"
     results = {}
@@ -944,7 +944,7 @@ def heap_search(work, prof, messages):
         pk, ps = plat.add_product()
         cfg = _device_config(state, pk, ps, plat.mqtts_port, interval_s=1)
         ca = Path(plat.ca_path).read_text()
-        from host_tools.fleet import prewarm_board_runtime
+        from host_tools.load.fleet import prewarm_board_runtime
 
         prewarm_board_runtime("micropython")
         runs = []
@@ -954,7 +954,7 @@ def heap_search(work, prof, messages):
         )
         for i, kib in enumerate(HEAP_GRID_KIB):
             flash = Path(work) / f"heap-{kib}"
-            build.stage(flash, config=cfg, ca_pem=ca, runtime="micropython")
+            staging.stage(flash, config=cfg, ca_pem=ca, runtime="micropython")
             console = Console()
             board = _board(flash, "02:be:01:00:00:%02x" % i, console, f"{kib}K")
             runs.append((kib, board, console))

@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from host_tools import loadgen as lg
 from host_tools.emulator.board import DEFAULT_HEAP
 from host_tools.errors import ZeroburnError
+from host_tools.load import loadgen as lg
 
 _REGISTERED = re.compile(r"\[reg\] registered as (\S+)")
 _ONLINE = re.compile(r"\[mqtt\] online as (\S+)")
@@ -231,8 +231,8 @@ def run_fleet(
     heap=DEFAULT_HEAP,
 ):
     """Boot `devices` boards, wait for each to have `messages` acknowledged, return the summary."""
-    from host_tools import build
-    from host_tools.config_cmd import platform_config
+    from host_tools.build import staging
+    from host_tools.build.config_cmd import platform_config
     from host_tools.emulator.board import VirtualBoard
     from host_tools.platform.server import Platform
 
@@ -261,7 +261,7 @@ def run_fleet(
         cfg = platform_config(state, pk, ps, port=plat.mqtts_port)
         cfg["interval_s"] = interval
         template = work / "template"
-        build.stage(template, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime=runtime)
+        staging.stage(template, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime=runtime)
         prewarm_board_runtime(runtime)
         progress = Progress(stats, messages, progress_stream)
         kinds = Chaos.KINDS if not external else ("wifi_drop", "power_cut")  # not ours to restart

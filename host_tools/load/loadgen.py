@@ -822,6 +822,7 @@ if __name__ == "__main__":
         pw = os.environ.get("ZB_OBSERVER_PASSWORD", "")  # not on the command line
         sys.exit(observe(int(port), ca, user, pw, topic, float(secs)))
     print(
-        "usage: ZB_OBSERVER_PASSWORD=... python -m host_tools.loadgen observe PORT CA USER TOPIC S"
+        "usage: ZB_OBSERVER_PASSWORD=... python -m host_tools.load.loadgen"
+        " observe PORT CA USER TOPIC S"
     )
     sys.exit(2)

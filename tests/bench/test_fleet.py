@@ -46,7 +46,7 @@ def test_fleet_three_cpython_boards(tmp_path):
 
 
 def test_console_tally_counts_errors_of_the_run_not_of_the_power_off():
-    from host_tools.fleet import BoardStats
+    from host_tools.load.fleet import BoardStats
 
     st = BoardStats(0, "02:00:00:00:00:01")
     st(b"[mqtt] online as 020000000001\r\n[tel] acked #1\n[net] W: OSError (110,)\n")

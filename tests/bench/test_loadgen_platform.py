@@ -3,7 +3,7 @@
 import asyncio
 import sqlite3
 
-from host_tools import loadgen as lg
+from host_tools.load import loadgen as lg
 
 
 def _sqlite(plat, sql, args=()):

@@ -3,7 +3,7 @@ import socket
 import ssl
 import threading
 
-from host_tools import loadgen as lg
+from host_tools.load import loadgen as lg
 
 
 class TlsEcho:

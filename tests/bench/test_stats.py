@@ -1,8 +1,8 @@
 # The bench's statistics and codec helpers on known inputs (no timing asserted).
 import pytest
 
-from host_tools import bench
-from host_tools import loadgen as lg
+from host_tools.load import bench
+from host_tools.load import loadgen as lg
 
 
 def test_percentile_interpolates_like_numpy():

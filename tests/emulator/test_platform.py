@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.config_cmd import platform_config
+from host_tools.build.config_cmd import platform_config
 from host_tools.emulator import VirtualBoard
 from host_tools.platform.testing import running_platform
 

@@ -2,7 +2,7 @@
 import json
 import os
 
-from host_tools.build import compile_mpy
+from host_tools.build.staging import compile_mpy
 from host_tools.paths import FIRMWARE, UMQTT_SIMPLE
 from tests.conftest import run_micropython
 from tests.firmware.conftest import PK, SECRET, scenario_result

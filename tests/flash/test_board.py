@@ -12,8 +12,8 @@ import termios
 import time
 from pathlib import Path
 
-from host_tools import build, cabundle
-from host_tools.config_cmd import platform_config
+from host_tools.build import cabundle, staging
+from host_tools.build.config_cmd import platform_config
 from tests.flash.conftest import DN, registrations, snapshot, zeroburn
 
 
@@ -52,7 +52,7 @@ def test_flash_info_reflash_and_wipe(served, platform, tmp_path):
 
     # 1. fresh board: every staged file copied, verified, and it registers and reports
     first, p = flash_json(link, cfg, plat.ca_path)
-    expected = build.stage(
+    expected = staging.stage(
         tmp_path / "expected",
         board="virtual",
         config={**json.loads(cfg.read_text()), "safe_mode_pin": 0},

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from host_tools import boards, build, cabundle, config_cmd, flash
+from host_tools.build import boards, cabundle, config_cmd, staging
 from host_tools.errors import ZeroburnError
+from host_tools.flash import flashing as flash
 from host_tools.paths import ROOT
 from tests.flash.conftest import zeroburn
 
@@ -27,7 +28,7 @@ UTC = datetime.UTC
 def test_every_board_file_loads_and_matches_esptool():
     assert boards.names() == [*REAL, "virtual"]
     for b in boards.load_all():
-        assert b.mpy_arch == build.board_arch(b.name)  # the build reads the same file
+        assert b.mpy_arch == staging.board_arch(b.name)  # the build reads the same file
         if b.virtual:
             assert (b.flash_offset, b.image_chip_id, b.mpy_arch) == (None, None, None)
             continue

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from host_tools.config_cmd import platform_config
+from host_tools.build.config_cmd import platform_config
 from host_tools.emulator.board import VirtualBoard
 from host_tools.platform.testing import running_platform
 
