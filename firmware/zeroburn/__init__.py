@@ -1,6 +1,8 @@
 # zeroburn firmware: self-registering Aliyun IoT device (regnwl, then connwl telemetry).
-# log() lives here rather than in a module of its own: a board pays every module's name and path
-# as qstrs for good.
+# log() and unload() live here rather than in a module of their own: a board pays every module's
+# name and path as qstrs for good (and phase modules import unload() without importing app).
+import sys
+
 VERSION = "0.1.0"
 
 # Console lines: "[phase] message"; warnings "[phase] W: ...", errors "[phase] E: ...".
@@ -12,3 +14,13 @@ VERSION = "0.1.0"
 
 def log(phase, msg):
     print("[%s] %s" % (phase, msg))
+
+
+def unload(name):
+    """Forget zeroburn.<name> (sys.modules and the package attribute) so the GC frees its code;
+    the next import loads it again."""
+    sys.modules.pop("zeroburn.%s" % name, None)
+    try:
+        delattr(sys.modules["zeroburn"], name)
+    except (AttributeError, KeyError):
+        pass

@@ -4,11 +4,10 @@
 # GC frees their code, which a 48 KiB heap needs. Nothing here may keep a reference to them.
 import gc
 import os
-import sys
 
 from micropython import const
 
-from zeroburn import log, net, telemetry
+from zeroburn import log, net, telemetry, unload
 from zeroburn.clock import Clock
 
 _IO_MS = const(10000)  # TCP connect, TLS handshake, CONNACK, SUBACK, PUBACK, each read
@@ -17,16 +16,6 @@ _NET_BASE_MS = const(2000)
 _NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
 _OOM_RESETS = const(3)  # MemoryErrors in a row before the board resets itself
-
-
-def unload(name):
-    """Forget zeroburn.<name> (sys.modules and the package attribute) so the GC frees its code;
-    the next import loads it again."""
-    sys.modules.pop("zeroburn.%s" % name, None)
-    try:
-        delattr(sys.modules["zeroburn"], name)
-    except (AttributeError, KeyError):
-        pass
 
 
 def jittered(ms, n, limit):

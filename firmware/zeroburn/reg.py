@@ -5,8 +5,7 @@ import json
 
 from micropython import const
 
-from zeroburn import log
-from zeroburn.app import unload
+from zeroburn import log, unload
 from zeroburn.mqtt import Client, MQTTException
 
 _MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's

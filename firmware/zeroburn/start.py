@@ -6,8 +6,7 @@ import json
 import os
 import ssl
 
-from zeroburn import log
-from zeroburn.app import unload
+from zeroburn import log, unload
 
 
 def boot():

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 from host_tools import runtime as rt
+from host_tools.emulator.base import SHIMS
 from host_tools.emulator.link import Link
 from host_tools.errors import ZeroburnError
 from host_tools.paths import BUILD
 
 HERE = Path(__file__).resolve().parent
-SHIMS = HERE / "shims"
 DRIVER = HERE / "vm" / "driver.py"
 EPOCH_2000 = 946684800
 
@@ -60,10 +60,6 @@ RUNTIMES = ("micropython", "cpython")
 # which the firmware's full cycle fits (README "Memory and size"), so every test on a virtual
 # board also guards the firmware's memory.
 DEFAULT_HEAP = "48K"
-
-
-class PowerCut(BaseException):
-    """Unwinds a CPython board thread at a blocking point when its power goes."""
 
 
 def parse_mac(mac):

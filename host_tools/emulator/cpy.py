@@ -21,7 +21,7 @@ import time as _time
 import traceback
 import types
 
-from host_tools.emulator.board import SHIMS, PowerCut
+from host_tools.emulator.base import SHIMS, PowerCut
 
 # modules a board imports from the shims folder (shared with the MicroPython VM)
 SHIM_MODULES = ("machine", "network", "esp32", "ntptime", "time", "os", "socket", "zbfs")
