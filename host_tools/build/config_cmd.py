@@ -2,13 +2,13 @@
 # the rules themselves live in the firmware's config module (imported here, never copied).
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from host_tools import paths
 from host_tools.errors import ZeroburnError
+from host_tools.platform.local import platform_ca, platform_port, platform_secret
 
 # Secrets may stay out of the file: these variables fill them in when the file leaves them out.
 # There is deliberately no command-line option for them (shell history, `ps`).
@@ -16,10 +16,6 @@ SECRET_ENV = {
     "product_secret": "ZEROBURN_PRODUCT_SECRET",
     "wifi_password": "ZEROBURN_WIFI_PASSWORD",
 }
-# The platform emulator's default TLS port (`zeroburn platform serve --tls-port`).
-PLATFORM_TLS_PORT = 8883
-# The platform writes its listening ports here when it is running (its ready line as JSON).
-PLATFORM_READY_FILE = "serve.json"
 PLATFORM_REGION = "cn-shanghai"
 
 # One line a field, shown beside it in `config init` output (key "_help"); the README's
@@ -145,64 +141,6 @@ def example():
 # ---- the local platform emulator ---------------------------------------------------------
 
 
-def _norm(name):
-    return name.lower().replace("_", "")
-
-
-def platform_secret(state_dir, product_key):
-    """The product's secret from the platform's SQLite state (read-only; the server may run)."""
-    state = Path(state_dir)
-    if not state.is_dir():
-        raise ValueError(
-            f"no platform state in {state}: "
-            f"start one with `zeroburn platform serve --state {state}`"
-        )
-    dbs = [
-        p
-        for p in sorted(state.iterdir())
-        if p.suffix in (".sqlite", ".sqlite3", ".db") and p.is_file()
-    ]
-    for db in dbs:
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        except sqlite3.Error:
-            continue
-        try:
-            tables = [
-                r[0] for r in con.execute("select name from sqlite_master where type='table'")
-            ]
-            for table in tables:
-                cols = [r[1] for r in con.execute(f'pragma table_info("{table}")')]
-                kcol = next((c for c in cols if _norm(c) in ("productkey", "pk")), None)
-                scol = next((c for c in cols if _norm(c) in ("productsecret", "secret")), None)
-                if kcol and scol:
-                    row = con.execute(
-                        f'select "{scol}" from "{table}" where "{kcol}" = ?', (product_key,)
-                    ).fetchone()
-                    if row and row[0]:
-                        return row[0]
-        except sqlite3.Error:
-            continue
-        finally:
-            con.close()
-    raise ValueError(
-        f"product {product_key} is not in the platform state {state}: create it with "
-        f"`zeroburn platform product add --state {state}` (or pass the product key it printed)"
-    )
-
-
-def platform_port(state_dir):
-    """The running platform's TLS port (from its ready file), else its default."""
-    try:
-        ready = json.loads((Path(state_dir) / PLATFORM_READY_FILE).read_text())
-        port = ready["mqtts"]
-        if type(port) is int and 0 < port < 65536:
-            return port
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return PLATFORM_TLS_PORT
-
-
 def platform_config(
     state_dir, product_key, product_secret=None, signmethod=None, port=None, **overrides
 ):
@@ -231,15 +169,6 @@ def platform_config(
     d.update(overrides)
     schema().parse(d)
     return d
-
-
-def platform_ca(state_dir):
-    """Path of the platform's CA certificate (what `--ca` takes for a local-platform board)."""
-    try:
-        from host_tools.platform.pki import CA_FILE
-    except ImportError:
-        CA_FILE = "ca.pem"
-    return Path(state_dir) / CA_FILE
 
 
 # ---- CLI -----------------------------------------------------------------------------------

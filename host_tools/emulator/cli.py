@@ -271,7 +271,7 @@ def _run(args):
     config = None
     ca_pem = None
     if args.platform:
-        from host_tools.build.config_cmd import platform_ca
+        from host_tools.platform.local import platform_ca
 
         config = _platform_config(args)
         ca = platform_ca(args.platform)
