@@ -25,18 +25,18 @@ COMMANDS = {
     ),
     "config": ("host_tools.build.config_cmd", "write or check a device config.json"),
     "flash": (
-        "host_tools.flash.flashing",
+        "host_tools.flash.cli",
         "copy the firmware and config onto a board with mpremote",
     ),
     "info": (
-        "host_tools.flash.flashing",
+        "host_tools.flash.cli",
         "show a board's deviceName, firmware version and credential state",
     ),
     "install-micropython": (
-        "host_tools.flash.flashing",
+        "host_tools.flash.cli",
         "write MicroPython itself onto a board with esptool",
     ),
-    "repl": ("host_tools.flash.flashing", "open mpremote's REPL on a board or virtual board"),
+    "repl": ("host_tools.flash.cli", "open mpremote's REPL on a board or virtual board"),
 }
 
 

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from host_tools.build import boards, cabundle, config_cmd, staging
 from host_tools.errors import ZeroburnError
-from host_tools.flash import flashing as flash
+from host_tools.flash import console, flashing, info, install
 from host_tools.paths import ROOT
 from tests.flash.conftest import zeroburn
 
@@ -90,18 +90,18 @@ def test_virtual_board_must_not_name_an_image(tmp_path):
 
 def test_esptool_commands():
     b = boards.load("esp32-devkitc")
-    assert flash.esptool_commands(b, "/dev/ttyUSB0", "fw.bin") == [
+    assert install.esptool_commands(b, "/dev/ttyUSB0", "fw.bin") == [
         ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "erase-flash"],
         ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800",
          "write-flash", "-z", "0x1000", "fw.bin"],
     ]  # fmt: skip
     c3 = boards.load("esp32-c3-devkitm-1")
-    assert flash.esptool_commands(c3, "COM3", "c3.bin", baud=115200, erase=False) == [
+    assert install.esptool_commands(c3, "COM3", "c3.bin", baud=115200, erase=False) == [
         ["--chip", "esp32c3", "--port", "COM3", "--baud", "115200",
          "write-flash", "-z", "0x0", "c3.bin"],
     ]  # fmt: skip
     with pytest.raises(ValueError, match="virtual"):
-        flash.esptool_commands(boards.load("virtual"), "x", "y")
+        install.esptool_commands(boards.load("virtual"), "x", "y")
 
 
 def image(chip_id):
@@ -112,12 +112,12 @@ def image(chip_id):
 
 
 def test_image_checks():
-    flash.check_image(boards.load("esp32-devkitc"), image(0))
-    flash.check_image(boards.load("esp32-s3-devkitc-1"), image(9))
+    install.check_image(boards.load("esp32-devkitc"), image(0))
+    install.check_image(boards.load("esp32-s3-devkitc-1"), image(9))
     with pytest.raises(ValueError, match="built for ESP32-S3, but board esp32-devkitc"):
-        flash.check_image(boards.load("esp32-devkitc"), image(9))
+        install.check_image(boards.load("esp32-devkitc"), image(9))
     with pytest.raises(ValueError, match="not an ESP firmware image"):
-        flash.check_image(boards.load("esp32-c3-devkitm-1"), b"PK\x03\x04" + bytes(60))
+        install.check_image(boards.load("esp32-c3-devkitm-1"), b"PK\x03\x04" + bytes(60))
 
 
 def test_install_micropython_cli(tmp_path):
@@ -324,17 +324,17 @@ def test_config_init_for_the_platform(tmp_path):
 
 def test_copy_plan_stale_files_and_board_config():
     staged = {"main.py": "a", "zeroburn/app.mpy": "b", "config.json": "c"}
-    copy, same = flash.plan_copy(staged, {"main.py": "a", "zeroburn/app.mpy": "x"})
+    copy, same = flashing.plan_copy(staged, {"main.py": "a", "zeroburn/app.mpy": "x"})
     assert (copy, same) == (["config.json", "zeroburn/app.mpy"], ["main.py"])
     board_files = ["zeroburn/app.mpy", "zeroburn/app.py", "umqtt/simple.py", "lib/x.py", "data"]
-    assert flash.stale_files(staged, board_files) == ["umqtt/simple.py", "zeroburn/app.py"]
+    assert flashing.stale_files(staged, board_files) == ["umqtt/simple.py", "zeroburn/app.py"]
     c3 = boards.load("esp32-c3-devkitm-1")
-    assert flash.board_config({"_help": {}, "port": 1}, c3) == {"port": 1, "safe_mode_pin": 9}
-    assert flash.board_config({"safe_mode_pin": 4}, c3) == {"safe_mode_pin": 4}
+    assert flashing.board_config({"_help": {}, "port": 1}, c3) == {"port": 1, "safe_mode_pin": 9}
+    assert flashing.board_config({"safe_mode_pin": 4}, c3) == {"safe_mode_pin": 4}
 
 
 def test_console_follower():
-    c = flash.Console()
+    c = console.Console()
     for line in ["rst:0xc (SW_CPU_RESET)", "[cred] no token for 240ac4000001: will register",
                  "[reg] registered as 240ac4000001 (clientId x, registration #1)",
                  "[mqtt] online as 240ac4000001"]:  # fmt: skip
@@ -343,20 +343,20 @@ def test_console_follower():
     assert c.stage == "online"
     c.feed("[tel] acked #1")
     assert c.done and c.acked == 1 and c.failure is None
-    c = flash.Console()
+    c = console.Console()
     c.feed("[net] W: OSError (104,)")
     assert not c.done and c.last_warning == "net: OSError (104,)"
     c.feed("[reg] W: refused, CONNACK 4")
     assert c.done and "check product_key/product_secret" in c.failure
-    c = flash.Console()
+    c = console.Console()
     c.feed("[cfg] E: ca.pem: ValueError('ca.pem holds no PEM certificate',); not starting")
     assert c.failure.startswith("cfg: ca.pem")
-    c = flash.Console()
+    c = console.Console()
     for line in ["Traceback (most recent call last):", '  File "main.py", line 4, in <module>',
                  "ImportError: no module named 'zeroburn'"]:  # fmt: skip
         c.feed(line)
     assert c.failure == "the firmware crashed: ImportError: no module named 'zeroburn'"
-    c = flash.Console()
+    c = console.Console()
     c.feed("[boot] safe mode (file 'safemode'): application not started")
     assert "safe mode" in c.failure and "rm :safemode" in c.failure
 
@@ -365,13 +365,13 @@ def test_runtime_checks():
     virtual, s3 = boards.load("virtual"), boards.load("esp32-s3-devkitc-1")
     ok = {"impl": "micropython", "ver": [1, 24, 1], "mpy": 6,
           "machine": "Generic ESP32S3 module with ESP32S3"}  # fmt: skip
-    flash.check_runtime(ok, s3)
+    info.check_runtime(ok, s3)
     with pytest.raises(ZeroburnError, match=r"MicroPython 1.20.0 .*needs 1.22 or newer"):
-        flash.check_runtime({**ok, "ver": [1, 20, 0]}, s3)
+        info.check_runtime({**ok, "ver": [1, 20, 0]}, s3)
     with pytest.raises(ZeroburnError, match="not an esp32s3"):
-        flash.check_runtime({**ok, "machine": "ESP32C3 module with ESP32C3"}, s3)
+        info.check_runtime({**ok, "machine": "ESP32C3 module with ESP32C3"}, s3)
     with pytest.raises(ZeroburnError, match="runs cpython"):
-        flash.check_runtime({**ok, "impl": "cpython"}, virtual)
+        info.check_runtime({**ok, "impl": "cpython"}, virtual)
 
 
 def test_missing_device_is_named(tmp_path):
