@@ -1,7 +1,7 @@
 # The bench's statistics and codec helpers on known inputs (no timing asserted).
 import pytest
 
-from host_tools.load import bench
+from host_tools.load import bench_common, bench_report
 from host_tools.load import loadgen as lg
 
 
@@ -101,11 +101,11 @@ def test_targets_and_ratios_from_figures():
         "device.mpy_kib": 30.0,
         "platform.latency_4000_p99_ms": 5.0,
     }
-    r = bench.ratios(flat)
+    r = bench_report.ratios(flat)
     assert r["qos1_throughput_vs_mosquitto"] == 0.6
     by_key = {
         t["key"]: t["status"]
-        for t in bench.check_targets(
+        for t in bench_report.check_targets(
             {**flat, **{"ratios.qos1_throughput_vs_mosquitto": r["qos1_throughput_vs_mosquitto"]}}
         )
     }
@@ -129,5 +129,5 @@ def test_mosquitto_missing_without_root_is_reported_not_fatal(monkeypatch, tmp_p
     monkeypatch.setattr(sysdeps.os, "geteuid", lambda: 1000)
     path, reason = sysdeps.ensure_mosquitto(log=lambda m: None)
     assert path is None and "needs root" in reason
-    flat = bench.flatten({"mosquitto": bench.unavailable(reason)})
+    flat = bench_report.flatten({"mosquitto": bench_common.unavailable(reason)})
     assert "mosquitto.qos1_per_s" not in flat
