@@ -291,3 +291,28 @@ def test_stalled_tls_handshakes_end_at_the_connect_deadline(tmp_path):
         assert not open_, f"{len(open_)} of 500 stalled handshakes still open"
         c = Client(plat.mqtts_port, client_context(plat.ca_path))  # the platform still serves
         c.close()
+
+
+def test_serve_flags_choose_chain_and_versions(tmp_path):
+    """`serve --tls-chain ecdsa --tls13` on an old state folder: the old root is what it serves
+    under, TLS 1.3 is offered, and the ready line names all three ports."""
+    state = tmp_path / "state"
+    old_ca = _old_state(state)
+    cmd = [sys.executable, "-m", "host_tools.cli", "platform", "serve", "--state", str(state)]
+    cmd += ["--port", "0", "--tls-port", "0", "--tls-chain", "ecdsa", "--tls13"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert set(ready) == {"mqtt", "mqtts", "https", "ca"}
+        assert Path(ready["ca"]).read_bytes() == old_ca
+        for port in (ready["mqtt"], ready["mqtts"], ready["https"]):
+            with Client(port, client_context(ready["ca"])) as c:
+                assert c.sock.version() == "TLSv1.3"
+                assert isinstance(
+                    x509.load_der_x509_certificate(c.sock.getpeercert(True)).public_key(),
+                    ec.EllipticCurvePublicKey,
+                )
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "ECDSA root from an older zeroburn" in err  # the operator is told what happened
