@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zeroburn-installed
 UMQTT  := build/lib/umqtt/simple.py
+PEERS  := tests/peers/node_modules/.zeroburn-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test demo lint format bench clean
@@ -11,7 +12,7 @@ UMQTT  := build/lib/umqtt/simple.py
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) $(UMQTT) ## create .venv, install pinned dependencies, fetch MicroPython-side deps (idempotent)
+setup: $(STAMP) $(UMQTT) $(PEERS) ## create .venv, install pinned dependencies, fetch MicroPython-side deps (idempotent)
 	@$(PY) -m host_tools.runtime --check
 
 $(PY):
@@ -25,6 +26,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(UMQTT): pyproject.toml $(STAMP)
 	$(PY) -m host_tools.build.deps
+
+# Aliyun's Node.js clients the platform is tested against (pinned by tests/peers' lockfile).
+$(PEERS): tests/peers/package-lock.json
+	npm ci --prefix tests/peers --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
 
 test: setup ## run the whole test suite
 	$(PY) -m pytest -q
@@ -44,4 +50,4 @@ bench: setup ## measure device and platform figures (zeroburn bench), not part o
 	$(VENV)/bin/zeroburn bench --json build/bench.json --plot build/bench.png
 
 clean: ## remove the venv, build output and local platform state
-	rm -rf $(VENV) build .zeroburn
+	rm -rf $(VENV) build .zeroburn tests/peers/node_modules

@@ -32,6 +32,8 @@ def parse_client_id(client_id):
     if body:
         for item in body.split(","):
             k, eq, v = item.partition("=")
+            # Aliyun's Node.js SDK puts "\n        " before some keys; the cloud accepts it
+            k = k.strip()
             if not eq or not k:
                 raise AuthError("bad_client_id", f"extension item {item!r} is not k=v")
             params[k] = v

@@ -29,8 +29,22 @@ def configure(parser, name):
     p = sub.add_parser("serve", help="run the emulator until SIGINT/SIGTERM")
     _state(p)
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (%(default)s)")
-    p.add_argument("--port", type=int, default=1883, help="plain MQTT port, 0 = any free")
+    p.add_argument(
+        "--port", type=int, default=1883, help="MQTT port, TLS or plain TCP (0 = any free)"
+    )
     p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS port, 0 = any free")
+    p.add_argument(
+        "--https-port",
+        type=int,
+        help="HTTPS registration port (default 8443; any free one when --tls-port is 0)",
+    )
+    p.add_argument(
+        "--tls-chain",
+        choices=("rsa", "ecdsa"),
+        default="rsa",
+        help="certificate chain: rsa (Aliyun's shape, default) or ecdsa (older zeroburn)",
+    )
+    p.add_argument("--tls13", action="store_true", help="offer TLS 1.3 too (default: 1.2 only)")
     p.add_argument("--linger", type=float, default=15.0, help="close registration sessions after")
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     p.set_defaults(handler=serve)
@@ -127,6 +141,11 @@ def serve(args):
         mqtt_port=args.port,
         mqtts_port=args.tls_port,
         linger_s=args.linger,
+        https_port=args.https_port
+        if args.https_port is not None
+        else (8443 if args.tls_port else 0),
+        tls_chain=args.tls_chain,
+        tls_max_version="1.3" if args.tls13 else "1.2",
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,7 +154,8 @@ def serve(args):
         plat.start()
     except OSError as e:
         raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
-    ready = json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path})
+    ports = {"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "https": plat.https_port}
+    ready = json.dumps({**ports, "ca": plat.ca_path})
     # The same line in <state>/serve.json, so `config init --platform` finds the ports.
     ready_file = Path(args.state) / "serve.json"
     ready_file.write_text(ready + "\n")

@@ -1,4 +1,5 @@
-# The Aliyun IoT platform emulator: asyncio MQTT 3.1.1 listeners (TLS and TCP) on loopback.
+# The Aliyun IoT platform emulator: asyncio MQTT 3.1.1 listeners (TLS-only, and TLS + plain TCP on
+# one port) and the HTTPS registration service, on loopback.
 import asyncio
 import gc
 import hmac
@@ -13,8 +14,9 @@ import time
 from asyncio import sslproto
 from pathlib import Path
 
-from host_tools.platform import auth, codec, pki, registry
+from host_tools.platform import auth, codec, https, registry, tls
 from host_tools.platform.auth import AuthError
+from host_tools.platform.listener import OnePortListener
 from host_tools.platform.writer import Writer
 
 log = logging.getLogger("zeroburn.platform")
@@ -52,7 +54,10 @@ DEFAULT_SETTINGS = {
     "keepalive_min": 30,
     "keepalive_max": 1200,
     "keepalive_above_max": "clamp",  # or "refuse"
-    "connect_timeout_s": 10.0,  # a connection must send CONNECT within this
+    "connect_timeout_s": 10.0,  # a connection must finish TLS, then send CONNECT, within this
+    "tls_chain": "rsa",  # or "ecdsa" (the one-level P-256 chain of older versions; not Aliyun's)
+    "tls_max_version": "1.2",  # or "1.3": whether Aliyun offers TLS 1.3 is [UNK]
+    "https_codes": {},  # cause -> [code, message] of HTTPS registration, over DEFAULT_HTTPS_CODES
     "activation_limit": registry.ACTIVATION_LIMIT,
     "registration_reply_qos": 0,
     "observer_password": None,  # username "observer" with this password sees every topic
@@ -609,6 +614,7 @@ class Platform:
         mqtt_port=0,
         mqtts_port=0,
         linger_s=15.0,
+        https_port=0,
         **settings,
     ):
         unknown = set(settings) - set(DEFAULT_SETTINGS)
@@ -618,7 +624,7 @@ class Platform:
             )
         self.state_dir = Path(state_dir)
         self.bind = bind
-        self.mqtt_port, self.mqtts_port = mqtt_port, mqtts_port
+        self.mqtt_port, self.mqtts_port, self.https_port = mqtt_port, mqtts_port, https_port
         self.linger_s = float(linger_s)
         self.settings = dict(DEFAULT_SETTINGS, **settings)
         self.settings["observer"] = "observer"
@@ -626,14 +632,12 @@ class Platform:
             raise ValueError("keepalive_above_max must be 'clamp' or 'refuse'")
         self.codes = dict(DEFAULT_CODES, **self.settings["refuse_codes"])
         self.custom = dict(DEFAULT_CUSTOM, **self.settings["custom_topics"])
-        ca, cert, key = pki.ensure(self.state_dir)
+        https_codes = {k: tuple(v) for k, v in self.settings["https_codes"].items()}
+        self.https_codes = dict(https.DEFAULT_HTTPS_CODES, **https_codes)
+        self.ssl_context, ca = tls.server_context(
+            self.state_dir, self.settings["tls_chain"], self.settings["tls_max_version"]
+        )
         self.ca_path = str(ca)
-        self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ssl_context.load_cert_chain(cert, key)
-        self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-        # Devices never resume TLS sessions; issuing tickets costs every handshake time.
-        self.ssl_context.num_tickets = 0
-        self.ssl_context.options |= ssl.OP_NO_TICKET
         self.registry = registry.Registry(self.state_dir)
         self.pid = os.getpid()
         self.loop = None
@@ -732,32 +736,47 @@ class Platform:
             self.rconn.close()
             raise
         self._ticker = self.loop.create_task(self._tick())
-        log.info("platform: listening mqtt %s mqtts %s", self.mqtt_port, self.mqtts_port)
+        log.info(
+            "platform: listening mqtt (TLS or TCP) %s, mqtts %s, https %s",
+            self.mqtt_port,
+            self.mqtts_port,
+            self.https_port,
+        )
 
     async def _listen(self):
-        loop = self.loop
-        plain = await loop.create_server(
-            lambda: Session(self, False),
-            self.bind,
-            self.mqtt_port,
-            reuse_address=True,
-            backlog=4096,
+        """The legacy public endpoint's port (TLS or plain TCP), the TLS-only port of new
+        public and Enterprise instances, and HTTPS registration; every TLS handshake must end
+        within connect_timeout_s."""
+        loop, ctx, timeout = self.loop, self.ssl_context, self.settings["connect_timeout_s"]
+        self._servers = []
+        legacy = OnePortListener(
+            loop, self.bind, self.mqtt_port, lambda t: Session(self, t), ctx, timeout
         )
-        self._servers = [plain]
-        tls = await loop.create_server(
+        self._servers.append(legacy)
+        secure = await loop.create_server(
             lambda: Session(self, True),
             self.bind,
             self.mqtts_port,
-            ssl=self.ssl_context,
+            ssl=ctx,
+            ssl_handshake_timeout=timeout,
             reuse_address=True,
             backlog=4096,
         )
-        self._servers.append(tls)
-        self.mqtt_port = plain.sockets[0].getsockname()[1]
-        self.mqtts_port = tls.sockets[0].getsockname()[1]
-        for s in (plain, tls):
-            for sock in s.sockets:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._servers.append(secure)
+        for sock in secure.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        web = await loop.create_server(
+            lambda: https.Request(self),
+            self.bind,
+            self.https_port,
+            ssl=ctx,
+            ssl_handshake_timeout=timeout,
+            reuse_address=True,
+        )
+        self._servers.append(web)
+        self.mqtt_port, self.mqtts_port, self.https_port = (
+            s.sockets[0].getsockname()[1] for s in (legacy, secure, web)
+        )
 
     async def _unlisten(self, drop):
         for s in self._servers:

@@ -37,6 +37,17 @@ def test_parse_client_id_ignores_order_and_keeps_unknown_keys():
             auth.parse_client_id(bad)
 
 
+def test_parse_client_id_trims_whitespace_before_keys():
+    """Aliyun's Node.js SDK 1.0.1 sends this block; the cloud logs it in."""
+    cid = (
+        "pk&dn_aliyun-iot-device-sdk-js|securemode=3,\n        signmethod=hmacsha1,"
+        "\n        timestamp=1700000000000|"
+    )
+    prefix, params = auth.parse_client_id(cid)
+    assert prefix == "pk&dn_aliyun-iot-device-sdk-js"
+    assert params == {"securemode": "3", "signmethod": "hmacsha1", "timestamp": "1700000000000"}
+
+
 def test_username_rules():
     assert auth.parse_username("esp32-0001&a1B2C3D4E5F") == ("esp32-0001", "a1B2C3D4E5F")
     for bad in ("nope", "abc&pk", "a/bc1&pk", "esp32-0001&p-k"):

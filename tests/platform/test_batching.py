@@ -163,7 +163,10 @@ def test_collector_frozen_under_many_connections_and_thawed_after(tmp_path):
     (full collections then skip them); when they close, everything is collectable again."""
     gc.unfreeze()
     with running_platform(tmp_path / "p", gc_freeze_connections=3) as plat:
-        clients = [Client(plat.mqtt_port) for _ in range(3)]
+        # TLS: a connection joins the platform once its handshake is done (on the one-port
+        # listener, once its first byte has told TLS from plain)
+        tls = client_context(plat.ca_path)
+        clients = [Client(plat.mqtts_port, tls) for _ in range(3)]
         try:
             wait_for(lambda: gc.get_freeze_count() > 0)
         finally:
