@@ -1,6 +1,7 @@
 # `zeroburn platform`: serve the emulator and operate it like the Aliyun console.
 import json
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -135,7 +136,15 @@ def serve(args):
         plat.start()
     except OSError as e:
         raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
-    ready = json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path})
+    ready = json.dumps(
+        {
+            "mqtt": plat.mqtt_port,
+            "mqtts": plat.mqtts_port,
+            "ca": plat.ca_path,
+            "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "open_files_left": plat.files_left(),
+        }
+    )
     # The same line in <state>/serve.json, so `config init --platform` finds the ports.
     ready_file = Path(args.state) / "serve.json"
     ready_file.write_text(ready + "\n")
