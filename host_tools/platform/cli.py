@@ -33,6 +33,18 @@ def configure(parser, name):
     p.add_argument("--port", type=int, default=1883, help="plain MQTT port, 0 = any free")
     p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS port, 0 = any free")
     p.add_argument("--linger", type=float, default=15.0, help="close registration sessions after")
+    p.add_argument(
+        "--uplink-qps",
+        type=float,
+        metavar="N",
+        help="messages a device may publish per second, past it dropped (Aliyun's 30; 0 = off)",
+    )
+    p.add_argument(
+        "--uplink-bytes-per-s",
+        type=int,
+        metavar="N",
+        help="topic + payload bytes a device may publish per second (1 MiB; 0 = off)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     p.set_defaults(handler=serve)
 
@@ -69,7 +81,7 @@ def configure(parser, name):
     p = sub.add_parser("events", help="registrations, logins, refusals, disconnects, errors")
     _state(p)
     p.add_argument("--device", metavar="DN")
-    p.add_argument("--kind", help="register, login, refuse, disconnect, kick, protocol_error ...")
+    p.add_argument("--kind", help="register, login, refuse, disconnect, kick, throttle, protocol_error ...")
     p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
     p.set_defaults(handler=events)
 
@@ -128,6 +140,14 @@ def serve(args):
         mqtt_port=args.port,
         mqtts_port=args.tls_port,
         linger_s=args.linger,
+        **{
+            k: v
+            for k, v in (
+                ("uplink_qps", args.uplink_qps),
+                ("uplink_bytes_per_s", args.uplink_bytes_per_s),
+            )
+            if v is not None
+        },
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

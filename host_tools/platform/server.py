@@ -523,7 +523,8 @@ class Session(asyncio.Protocol):
         self.deadline = plat.now() + 1.5 * keepalive
         self.state = "device"
         self.limited = bool(plat.uplink_qps or plat.uplink_bps)
-        self.tokens, self.token_bytes, self.token_time = plat.uplink_qps, plat.uplink_bps, plat.now()
+        self.tokens, self.token_bytes = plat.uplink_qps, plat.uplink_bps  # buckets start full
+        self.token_time = plat.now()
         self.login_time = time.time()
         plat.writer.submit(_session_start, (self.pk, self.dn, self.client_id, self.login_time))
         plat.writer.event("login", self.pk, self.dn, self.client_id, self.kind)

@@ -38,7 +38,9 @@ def _rss():
 def _count(state, dn):
     conn = sqlite3.connect(Path(state) / registry.DB_FILE)
     try:
-        return conn.execute("SELECT count(*) FROM messages WHERE device_name = ?", (dn,)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM messages WHERE device_name = ?", (dn,)
+        ).fetchone()[0]
     finally:
         conn.close()
 
@@ -128,7 +130,9 @@ def test_flood_is_read_only_as_fast_as_it_is_committed(tmp_path):
 
         assert sent[0] == 8 * n_chunks
         wait_for(lambda: _count(state, "flood-1") == sent[0], timeout=60, step=0.2)
-        stored = [json.loads(m["payload"])["id"] for m in plat.registry.messages(device_name="honest-1")]
+        stored = [
+            json.loads(m["payload"])["id"] for m in plat.registry.messages(device_name="honest-1")
+        ]
         assert sorted(stored) == acked  # nothing acknowledged is lost
         # The mechanism: the flooder's reads were paused, the backlog never passed its bound by
         # more than one read of one connection.
@@ -179,7 +183,9 @@ def test_uplink_qps_past_30_a_second_is_dropped_unacknowledged_and_recorded(plat
     elapsed = time.monotonic() - t0
     assert 30 <= len(acks) <= 30 + 30 * elapsed + 1
     assert acks == list(range(1, len(acks) + 1))  # the first ones pass, the rest is dropped
-    stored = [json.loads(m["payload"])["id"] for m in platform.registry.messages(device_name="dev-1")]
+    stored = [
+        json.loads(m["payload"])["id"] for m in platform.registry.messages(device_name="dev-1")
+    ]
     assert sorted(stored) == acks
     ev = events(platform, kind="throttle")
     assert ev and all(e["cause"] == "uplink_qps" and e["device_name"] == "dev-1" for e in ev)
@@ -193,7 +199,7 @@ def test_uplink_qps_past_30_a_second_is_dropped_unacknowledged_and_recorded(plat
             pass
         pid = dev.publish(topic, json.dumps({"id": 1000}), qos=1, wait=False)
         try:
-            dev.recv(timeout=2, want=lambda p: getattr(p, "packet_id", None) == pid)
+            dev.recv(timeout=2, want=lambda p, pid=pid: getattr(p, "packet_id", None) == pid)
             break
         except TimeoutError:
             assert time.monotonic() < deadline, "the device never got through again"
