@@ -81,7 +81,9 @@ def configure(parser, name):
     p = sub.add_parser("events", help="registrations, logins, refusals, disconnects, errors")
     _state(p)
     p.add_argument("--device", metavar="DN")
-    p.add_argument("--kind", help="register, login, refuse, disconnect, kick, throttle, protocol_error ...")
+    p.add_argument(
+        "--kind", help="register, login, refuse, disconnect, kick, throttle, protocol_error, ..."
+    )
     p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
     p.set_defaults(handler=events)
 
