@@ -225,6 +225,8 @@ class Session(asyncio.Protocol):
             else:
                 self.handle(p)
         plat = self.plat
+        if plat.backlog > plat.peak_backlog:
+            plat.peak_backlog = plat.backlog
         if self.backlog > plat.conn_bound or plat.backlog > plat.bound:
             plat.pressure(self)
 
@@ -981,7 +983,6 @@ class Platform:
         """s just handed over work: pause its reading while its own backlog is over the
         connection bound, every connection's while the server's is over the server bound.
         Reading resumes (Session.committed, _after_batch) below half the bound."""
-        self.peak_backlog = max(self.peak_backlog, self.backlog)
         if s.backlog > self.conn_bound:
             s.pause()
         if self.backlog > self.bound and not self.all_paused:
