@@ -225,6 +225,8 @@ class Session(asyncio.Protocol):
             else:
                 self.handle(p)
         plat = self.plat
+        if self.state == "auth":  # a registration is being written: read on once it is answered
+            self.pause()
         if plat.backlog > plat.peak_backlog:
             plat.peak_backlog = plat.backlog
         if self.backlog > plat.conn_bound or plat.backlog > plat.bound:
@@ -271,15 +273,20 @@ class Session(asyncio.Protocol):
         plat.backlog -= nbytes
         if packet_id is not None and ok:
             self.send_soon(_PUBACK(0x40, 2, packet_id))
-        if self.paused and self.backlog <= plat.conn_bound // 2 and not plat.all_paused:
+        if self.paused and self.may_read():
             self.resume()
+
+    def may_read(self):
+        plat = self.plat
+        return (
+            not plat.all_paused and self.backlog <= plat.conn_bound // 2 and self.state != "auth"
+        )
 
     def pause(self):
         if self.paused or self.closed:
             return
         self.paused = True
         self.plat.paused.add(self)
-        self.plat.pauses += 1
         self.transport.pause_reading()
 
     def resume(self):
@@ -611,6 +618,8 @@ class Session(asyncio.Protocol):
             if self.closed:
                 break
             self.handle(p)
+        if self.paused and self.may_read():
+            self.resume()
 
     def on_subscribe(self, p):
         codes = []
@@ -973,8 +982,7 @@ class Platform:
         self._flush_dirty()
         if self.all_paused and self.backlog <= self.bound // 2:
             self.all_paused = False
-            half = self.conn_bound // 2
-            for s in [s for s in self.paused if s.backlog <= half]:
+            for s in [s for s in self.paused if s.may_read()]:
                 s.resume()
 
     # ---- backpressure
@@ -983,10 +991,12 @@ class Platform:
         """s just handed over work: pause its reading while its own backlog is over the
         connection bound, every connection's while the server's is over the server bound.
         Reading resumes (Session.committed, _after_batch) below half the bound."""
-        if s.backlog > self.conn_bound:
+        if s.backlog > self.conn_bound and not s.paused:
+            self.pauses += 1
             s.pause()
         if self.backlog > self.bound and not self.all_paused:
             self.all_paused = True
+            self.pauses += 1
             for c in list(self.conns):
                 c.pause()
 

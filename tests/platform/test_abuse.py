@@ -236,6 +236,26 @@ def test_observer_is_not_throttled(tmp_path):
         obs.disconnect()
 
 
+def test_registration_reads_on_once_answered(platform, product, tls):
+    """While a registration is being written the connection is not read (what arrives waits in
+    the socket, not in memory); once answered, the packets sent with the CONNECT are handled
+    and reading resumes."""
+    from host_tools.platform.testing import regnwl_login
+
+    pk, ps = product
+    cid, user, pw = regnwl_login("dev-9", pk, ps)
+    c = Client(platform.mqtts_port, tls)
+    c.send(
+        codec.encode_connect(cid, user, pw.encode(), 60)
+        + codec.encode_subscribe(1, [("/ext/regnwl", 0)])
+    )
+    assert c.recv(want=lambda p: getattr(p, "type", None) == codec.CONNACK).rc == 0
+    assert c.recv(want=lambda p: getattr(p, "type", None) == codec.SUBACK).items == [0]
+    assert json.loads(c.message("/ext/regnwl").payload)["deviceName"] == "dev-9"
+    c.ping()  # read after the answer
+    c.disconnect()
+
+
 def test_will_topic_with_wildcard_or_empty_is_refused_like_mosquitto(platform, product):
     """MQTT 3.1.1 forbids wildcards in topic names, so in a will topic; mosquitto closes such
     a CONNECT without a CONNACK. So does the platform, recording a protocol error; a plain will
