@@ -147,6 +147,48 @@ def test_flood_is_read_only_as_fast_as_it_is_committed(tmp_path, tls, n_chunks):
         assert _p99(loaded) <= max(50 * _p99(unloaded), 0.35), (_p99(unloaded), _p99(loaded))
 
 
+def test_server_bound_pauses_every_connection(tmp_path):
+    """Two flooders, each under its own (large) connection bound: the server's bound pauses
+    every connection, the backlog stays within it plus one read per connection, and every
+    flood message is stored once reading resumes."""
+    state = tmp_path / "p"
+    bound = 2 * MIB
+    with running_platform(
+        state,
+        uplink_qps=0,
+        uplink_bytes_per_s=0,
+        connection_backlog_bytes=64 * MIB,
+        backlog_bytes=bound,
+    ) as plat:
+        pk, ps = plat.registry.add_product()
+        devs = [login(plat, register(plat, pk, ps, f"flood-{i}"), tls=False) for i in (1, 2)]
+        chunks = [
+            codec.encode_publish(f"/{pk}/flood-{i}/user/update", b"z" * 60_000) * 8 for i in (1, 2)
+        ]
+
+        def flood(dev, chunk):
+            dev.sock.settimeout(60)
+            for _ in range(40):  # 320 messages, 19 MB each
+                dev.sock.sendall(chunk)
+
+        threads = [threading.Thread(target=flood, args=a, daemon=True) for a in zip(devs, chunks)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert not any(t.is_alive() for t in threads)
+        for i in (1, 2):
+            wait_for(lambda i=i: _count(state, f"flood-{i}") == 320, timeout=60, step=0.2)
+        plat.flush()  # every commit answered
+        stats = plat.stats()
+        assert stats["pauses"] > 0 and stats["paused_now"] == 0
+        assert stats["peak_backlog_bytes"] <= bound + 2 * MIB
+        assert stats["backlog_bytes"] == 0
+        for d in devs:
+            d.ping()  # both read again
+            d.disconnect()
+
+
 def _burst(dev, topic, n, qos, payload=b"{}", first=1):
     raw = b"".join(
         codec.encode_publish(topic, payload, qos, first + i if qos else None) for i in range(n)
