@@ -171,7 +171,10 @@ def test_server_bound_pauses_every_connection(tmp_path):
             for _ in range(40):  # 320 messages, 19 MB each
                 dev.sock.sendall(chunk)
 
-        threads = [threading.Thread(target=flood, args=a, daemon=True) for a in zip(devs, chunks)]
+        threads = [
+            threading.Thread(target=flood, args=a, daemon=True)
+            for a in zip(devs, chunks, strict=True)
+        ]
         for t in threads:
             t.start()
         for t in threads:
