@@ -329,14 +329,14 @@ def test_serve_raises_the_open_file_limit_and_reports_what_is_left(tmp_path):
     assert hard > 2 * low, "this test needs a hard open-file limit above 512"
     state = tmp_path / "p"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "host_tools.cli", "platform", "serve", "--state", str(state)]
-    proc = subprocess.Popen(
-        cmd + ["--port", "0", "--tls-port", "0", "--linger", "1"],
+    serve = [sys.executable, "-m", "host_tools.cli", "platform", "serve", "--state", str(state)]
+    serve += ["--port", "0", "--tls-port", "0", "--linger", "1"]
+    proc = subprocess.Popen(  # the shell lowers its soft limit; the server inherits it
+        ["sh", "-c", f'ulimit -Sn {low} && exec "$@"', "sh", *serve],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
         env=env,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
     )
     idle = []
     try:
