@@ -22,6 +22,7 @@ from host_tools.load.bench_report import (
     print_summary,
     ratios,
 )
+from host_tools.load.flood import run_flood
 
 # How much work each profile does. Every load is bounded by these counts and by time limits.
 PROFILES = {
@@ -73,6 +74,7 @@ def run(
     try:
         if "platform" in sections:
             results["platform"] = run_platform(prof, work)
+            results["platform_flood"] = run_flood(work, quick=profile == "quick")
         if "mosquitto" in sections:
             results["mosquitto"] = run_mosquitto(prof, work, install)
         if "sdk" in sections:

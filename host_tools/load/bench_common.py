@@ -113,7 +113,7 @@ class PlatformProcess:
 _SERVE_WITH_OBSERVER = """
 import json, os, signal, sys, threading
 from host_tools.platform.server import Platform
-plat = Platform(sys.argv[1], mqtt_port=0, mqtts_port=0,
+plat = Platform(sys.argv[1], mqtt_port=0, mqtts_port=0, uplink_qps=0, uplink_bytes_per_s=0,
                 observer_password=os.environ["ZB_OBSERVER_PASSWORD"])
 plat.start()
 print(json.dumps({"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "ca": plat.ca_path}),

@@ -29,6 +29,10 @@ def flatten(results):
         for n, s in p.get("scales", {}).items():
             f[f"platform.latency_{n}_p50_ms"] = s["latency_ms"]["p50"]
             f[f"platform.latency_{n}_p99_ms"] = s["latency_ms"]["p99"]
+    for case, r in results.get("platform_flood", {}).items():
+        for k in ("honest_unloaded_p99_ms", "honest_flood_p99_ms", "server_peak_rss_mb"):
+            if isinstance(r, dict) and r.get("available"):
+                f[f"flood.{case}.{k}"] = r[k]
     m = results.get("mosquitto", {})
     if m.get("available"):
         f["mosquitto.qos1_per_s"] = m["qos1_throughput"]["per_s"]
@@ -219,7 +223,7 @@ def print_summary(results):
         log(f"  ratio {k:39} {v}")
     for t in results["targets"]:
         log(f"  [{t['status']:>4}] {t['target']} ({t['limit']}): {t['value']}")
-    for name in ("platform", "mosquitto", "sdk", "device"):
+    for name in ("platform", "platform_flood", "mosquitto", "sdk", "device"):
         sec = results.get(name)
         if sec and not sec.get("available"):
             log(f"  {name}: unavailable: {sec.get('reason')}")

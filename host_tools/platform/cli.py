@@ -1,6 +1,7 @@
 # `zeroburn platform`: serve the emulator and operate it like the Aliyun console.
 import json
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -46,6 +47,18 @@ def configure(parser, name):
     )
     p.add_argument("--tls13", action="store_true", help="offer TLS 1.3 too (default: 1.2 only)")
     p.add_argument("--linger", type=float, default=15.0, help="close registration sessions after")
+    p.add_argument(
+        "--uplink-qps",
+        type=float,
+        metavar="N",
+        help="messages a device may publish per second, past it dropped (Aliyun's 30; 0 = off)",
+    )
+    p.add_argument(
+        "--uplink-bytes-per-s",
+        type=int,
+        metavar="N",
+        help="topic + payload bytes a device may publish per second (1 MiB; 0 = off)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     p.set_defaults(handler=serve)
 
@@ -82,7 +95,9 @@ def configure(parser, name):
     p = sub.add_parser("events", help="registrations, logins, refusals, disconnects, errors")
     _state(p)
     p.add_argument("--device", metavar="DN")
-    p.add_argument("--kind", help="register, login, refuse, disconnect, kick, protocol_error ...")
+    p.add_argument(
+        "--kind", help="register, login, refuse, disconnect, kick, throttle, protocol_error, ..."
+    )
     p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
     p.set_defaults(handler=events)
 
@@ -146,6 +161,14 @@ def serve(args):
         else (8443 if args.tls_port else 0),
         tls_chain=args.tls_chain,
         tls_max_version="1.3" if args.tls13 else "1.2",
+        **{
+            k: v
+            for k, v in (
+                ("uplink_qps", args.uplink_qps),
+                ("uplink_bytes_per_s", args.uplink_bytes_per_s),
+            )
+            if v is not None
+        },
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,8 +177,16 @@ def serve(args):
         plat.start()
     except OSError as e:
         raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
-    ports = {"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "https": plat.https_port}
-    ready = json.dumps({**ports, "ca": plat.ca_path})
+    ready = json.dumps(
+        {
+            "mqtt": plat.mqtt_port,
+            "mqtts": plat.mqtts_port,
+            "https": plat.https_port,
+            "ca": plat.ca_path,
+            "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "open_files_left": plat.files_left(),
+        }
+    )
     # The same line in <state>/serve.json, so `config init --platform` finds the ports.
     ready_file = Path(args.state) / "serve.json"
     ready_file.write_text(ready + "\n")

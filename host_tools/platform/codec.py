@@ -118,6 +118,10 @@ def decode_connect(buf, pos, end):
     )
     if will:
         c.will_topic, pos = _str(buf, pos, end, "will topic")
+        if not c.will_topic or "+" in c.will_topic or "#" in c.will_topic:
+            # MQTT 3.1.1 section 3.1.3.3 / 4.7.1: a will topic is a topic name, never empty and
+            # never a filter; mosquitto closes such a CONNECT without a CONNACK.
+            raise ProtocolError("will topic empty or with a wildcard")
         c.will_payload, pos = _bin(buf, pos, end, "will message")
     if flags & 0x80:
         c.username, pos = _str(buf, pos, end, "user name")

@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import os
+import resource
 import socket
 import ssl
 import struct
@@ -69,6 +70,15 @@ DEFAULT_SETTINGS = {
     "ssl_read_buffer": 16 * 1024,  # per TLS connection (asyncio's default: 256 KiB)
     "slow_consumer_bytes": 8 * 1024 * 1024,
     "gc_freeze_connections": 1000,  # see Platform._gc_policy; 0 = leave the collector alone
+    # Per-device upstream limits as Aliyun applies them (docs/platform-abuse.md): a PUBLISH past
+    # either is dropped (not stored, routed or acknowledged) and a `throttle` event recorded.
+    "uplink_qps": 30,  # messages a device may publish per second; 0 = no limit
+    "uplink_bytes_per_s": 1024 * 1024,  # topic + payload bytes per second [UNK]; 0 = no limit
+    # Backpressure: reading pauses while the bytes accepted but not yet committed are above a
+    # bound (of that connection, or of the whole server) and resumes below half of it.
+    "connection_backlog_bytes": 1024 * 1024,
+    "backlog_bytes": 32 * 1024 * 1024,
+    "raise_open_files": True,  # raise the soft open-file limit to the hard one at start
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -184,6 +194,13 @@ class Session(asyncio.Protocol):
         self.outbuf = []  # bytes written at the end of this loop turn (one write, one syscall)
         self.perms = {}  # topic -> may this session publish there (cached: checked per message)
         self.service_topics = None  # (NTP request, property post) topics of this device
+        self.backlog = 0  # bytes of this connection's messages handed over, not yet committed
+        self.paused = False  # reading paused (backpressure)
+        self.limited = False  # a device session: uplink limits apply
+        self.tokens = self.token_bytes = 0.0  # token buckets of the uplink limits
+        self.token_time = 0.0
+        self.dropped = 0  # PUBLISHes dropped over the uplink limits
+        self.throttle_note_at = 0.0  # no throttle event before this loop time
 
     # ---- asyncio callbacks
 
@@ -212,6 +229,13 @@ class Session(asyncio.Protocol):
                 self.on_publish(p)
             else:
                 self.handle(p)
+        plat = self.plat
+        if self.state == "auth":  # a registration is being written: read on once it is answered
+            self.pause()
+        if plat.backlog > plat.peak_backlog:
+            plat.peak_backlog = plat.backlog
+        if self.backlog > plat.conn_bound or plat.backlog > plat.bound:
+            plat.pressure(self)
 
     def connection_lost(self, exc):
         self.finish(self.close_cause or ("client_disconnect" if self.clean else "connection_lost"))
@@ -241,9 +265,73 @@ class Session(asyncio.Protocol):
             self.plat.mark_dirty(self)
         self.outbuf.append(data)
 
-    def ack(self, packet_id):
-        """The PUBLISH with this id is committed: PUBACK it (Writer.message_acked)."""
-        self.send_soon(_PUBACK(0x40, 2, packet_id))
+    def charge(self, nbytes):
+        """nbytes more of this session's work wait for the writer."""
+        self.backlog += nbytes
+        self.plat.backlog += nbytes
+
+    def committed(self, nbytes, packet_id, ok):
+        """An item this session handed to the writer is committed (ok) or failed: its bytes
+        leave the backlog; a committed QoS 1 PUBLISH is acknowledged (Writer.message_owned)."""
+        self.backlog -= nbytes
+        plat = self.plat
+        plat.backlog -= nbytes
+        if packet_id is not None and ok:
+            self.send_soon(_PUBACK(0x40, 2, packet_id))
+        if self.paused and self.may_read():
+            self.resume()
+
+    def may_read(self):
+        plat = self.plat
+        return (
+            not plat.all_paused and self.backlog <= plat.conn_bound // 2 and self.state != "auth"
+        )
+
+    def pause(self):
+        if self.paused or self.closed:
+            return
+        self.paused = True
+        self.plat.paused.add(self)
+        self.transport.pause_reading()
+
+    def resume(self):
+        self.paused = False
+        self.plat.paused.discard(self)
+        if not self.closed:
+            self.transport.resume_reading()
+
+    def over_limit(self, p):
+        """The uplink limit this PUBLISH exceeds ("uplink_qps", "uplink_bytes"), or None and
+        its cost taken: token buckets refilled at the limit, holding at most one second."""
+        plat = self.plat
+        now = plat.loop.time()
+        dt, self.token_time = now - self.token_time, now
+        qps, bps = plat.uplink_qps, plat.uplink_bps
+        cost = len(p.payload) + len(p.topic)
+        if qps:
+            self.tokens = min(qps, self.tokens + dt * qps)
+            if self.tokens < 1:
+                return "uplink_qps"
+        if bps:
+            self.token_bytes = min(bps, self.token_bytes + dt * bps)
+            if self.token_bytes < cost:
+                return "uplink_bytes"
+        self.tokens -= 1
+        self.token_bytes -= cost
+        return None
+
+    def throttle(self, cause):
+        """Drop a PUBLISH over a limit; record a throttle event at most once a second."""
+        plat = self.plat
+        self.dropped += 1
+        plat.throttled += 1
+        now = plat.loop.time()
+        if now >= self.throttle_note_at:
+            self.throttle_note_at = now + 1.0
+            limit = plat.uplink_qps if cause == "uplink_qps" else plat.uplink_bps
+            unit = "messages" if cause == "uplink_qps" else "bytes"
+            detail = f"over {limit} {unit}/s; {self.dropped} dropped on this connection"
+            plat.writer.event("throttle", self.pk, self.dn, self.client_id, cause, detail, self)
 
     def flush_out(self):
         out, self.outbuf = self.outbuf, []
@@ -274,6 +362,7 @@ class Session(asyncio.Protocol):
         self.closed = True
         plat = self.plat
         plat.conns.discard(self)
+        plat.paused.discard(self)
         for t in self.timers:
             t.cancel()
         for f in list(self.subs):
@@ -447,6 +536,9 @@ class Session(asyncio.Protocol):
         self.keepalive = keepalive
         self.deadline = plat.now() + 1.5 * keepalive
         self.state = "device"
+        self.limited = bool(plat.uplink_qps or plat.uplink_bps)
+        self.tokens, self.token_bytes = plat.uplink_qps, plat.uplink_bps  # buckets start full
+        self.token_time = plat.now()
         self.login_time = time.time()
         plat.writer.submit(_session_start, (self.pk, self.dn, self.client_id, self.login_time))
         plat.writer.event("login", self.pk, self.dn, self.client_id, self.kind)
@@ -531,6 +623,8 @@ class Session(asyncio.Protocol):
             if self.closed:
                 break
             self.handle(p)
+        if self.paused and self.may_read():
+            self.resume()
 
     def on_subscribe(self, p):
         codes = []
@@ -554,6 +648,10 @@ class Session(asyncio.Protocol):
     def on_publish(self, p):
         if p.qos == 2:
             return self.protocol_error("QoS 2 is not supported")
+        if self.limited:
+            cause = self.over_limit(p)
+            if cause is not None:
+                return self.throttle(cause)
         plat = self.plat
         allowed = self.perms.get(p.topic)
         if allowed is None:
@@ -566,10 +664,11 @@ class Session(asyncio.Protocol):
                 self.perms[p.topic] = allowed
         if not allowed:
             # Aliyun acknowledges a forbidden PUBLISH and drops it; the connection stays.
-            plat.writer.event("forbidden", self.pk, self.dn, self.client_id, "publish", p.topic)
+            w = plat.writer
+            w.event("forbidden", self.pk, self.dn, self.client_id, "publish", p.topic, self)
             if p.qos:
-                pid = p.packet_id
-                plat.writer.submit(_noop, (), lambda _r: self.send_soon(codec.encode_puback(pid)))
+                self.charge(_ITEM_BYTES)
+                w.submit(_noop, (), (self, p.packet_id, _ITEM_BYTES))
             return
         plat.inbound(self, p.topic, p.payload, p.qos, p.packet_id)
 
@@ -579,6 +678,8 @@ def _noop(conn):
 
 
 _PUBACK = struct.Struct("!BBH").pack
+# What a stored message costs in the backlog beyond its topic and payload (row, item, tuple).
+_ITEM_BYTES = 200
 
 
 def _activate(conn, pk, dn, limit, cid):
@@ -653,6 +754,18 @@ class Platform:
         self._gc_frozen_at = 0  # connections when the collector's objects were last frozen
         self.reply_delay_s, self.withhold_reply = 0.0, False
         self.reply_override = None  # fault: bytes sent instead of the real registration result
+        st = self.settings
+        self.uplink_qps = float(st["uplink_qps"] or 0)
+        self.uplink_bps = float(st["uplink_bytes_per_s"] or 0)
+        self.conn_bound = int(st["connection_backlog_bytes"])
+        self.bound = int(st["backlog_bytes"])
+        if self.uplink_qps < 0 or self.uplink_bps < 0 or self.conn_bound < 1 or self.bound < 1:
+            raise ValueError("uplink limits must be >= 0 and backlog bounds >= 1 byte")
+        self.backlog = 0  # bytes accepted from all connections and not yet committed
+        self.paused = set()  # sessions whose reading is paused
+        self.all_paused = False  # the whole server is over its backlog bound
+        self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
+        self.open_files = None  # (soft limit, hard limit) after start
 
     # ---- lifecycle
 
@@ -670,6 +783,7 @@ class Platform:
     def start(self, timeout=30.0):
         if self.running:
             raise RuntimeError("platform already running")
+        self.open_files = raise_open_files() if self.settings["raise_open_files"] else None
         ready = threading.Event()
         failure = []
         self.loop = _Loop(self.settings["ssl_read_buffer"])
@@ -725,7 +839,7 @@ class Platform:
             self.settings["batch_window_s"],
             self.settings["synchronous"],
         )
-        self.writer.after_batch = self._flush_dirty
+        self.writer.after_batch = self._after_batch
         try:
             await self._listen()
         except BaseException:
@@ -808,6 +922,8 @@ class Platform:
             now = self.now()
             self._gc_policy()
             for c in list(self.conns):
+                if c.paused:  # its bytes wait in the kernel: not silent
+                    c.deadline = max(c.deadline, now + 1.5 * c.keepalive)
                 if c.state != "registration" and now > c.deadline and c.deadline:
                     if c.state == "new":
                         c.close("connect_timeout", abort=True)
@@ -836,6 +952,15 @@ class Platform:
 
     def now(self):
         return self.loop.time()
+
+    def files_left(self):
+        """How many more file descriptors this process may open (soft limit - open now)."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            used = len(os.listdir("/dev/fd"))
+        return (soft if soft != resource.RLIM_INFINITY else 1 << 20) - used
 
     def _gc_policy(self):
         """Keep full garbage collections short when thousands of devices are connected.
@@ -871,6 +996,43 @@ class Platform:
         dirty, self.dirty = self.dirty, []
         for s in dirty:
             s.flush_out()
+
+    def _after_batch(self):
+        self._flush_dirty()
+        if self.all_paused and self.backlog <= self.bound // 2:
+            self.all_paused = False
+            for s in [s for s in self.paused if s.may_read()]:
+                s.resume()
+
+    # ---- backpressure
+
+    def pressure(self, s):
+        """s just handed over work: pause its reading while its own backlog is over the
+        connection bound, every connection's while the server's is over the server bound.
+        Reading resumes (Session.committed, _after_batch) below half the bound."""
+        if s.backlog > self.conn_bound and not s.paused:
+            self.pauses += 1
+            s.pause()
+        if self.backlog > self.bound and not self.all_paused:
+            self.all_paused = True
+            self.pauses += 1
+            for c in list(self.conns):
+                c.pause()
+
+    def stats(self):
+        """Backpressure and limit counters (thread-safe; for tests and the bench)."""
+
+        def get():
+            return {
+                "backlog_bytes": self.backlog,
+                "peak_backlog_bytes": self.peak_backlog,
+                "paused_now": len(self.paused),
+                "pauses": self.pauses,
+                "throttled": self.throttled,
+                "connections": len(self.conns),
+            }
+
+        return self._call(get)
 
     # ---- routing
 
@@ -927,10 +1089,10 @@ class Platform:
     def inbound(self, s, topic, payload, qos, packet_id):
         """An accepted PUBLISH: store, route, answer platform services, PUBACK after commit."""
         row = (time.time(), s.pk, s.dn, s.client_id, topic, qos, payload)
-        if qos and packet_id is not None:
-            self.writer.message_acked(row, s, packet_id)
-        else:
-            self.writer.message(row)
+        n = len(payload) + len(topic) + _ITEM_BYTES
+        s.backlog += n
+        self.backlog += n
+        self.writer.message_owned(row, s, packet_id if qos else None, n)
         if self.subs or self.wild:
             self.route(topic, payload, qos)
         if s.pk and topic.startswith("/"):
@@ -1059,6 +1221,21 @@ class Platform:
         self._call(lambda: self.writer.submit(_noop, (), lambda _r: done.set()))
         if not done.wait(10):
             raise RuntimeError("platform writer did not commit in time")
+
+
+def raise_open_files(ceiling=1 << 20):
+    """Raise this process's soft open-file limit to its hard limit (at most `ceiling` when the
+    hard limit is unlimited): every connection is a descriptor, and at the usual soft limit of
+    1,024 idle sockets would lock logins out. Returns (soft, hard) in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = ceiling if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as e:  # e.g. macOS caps the soft limit below its hard one
+        log.warning("platform: cannot raise the open-file limit to %s: %s", want, e)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def _quiet_exceptions(loop, context):

@@ -13,6 +13,8 @@ _COLUMNS = "INSERT INTO messages (time, product_key, device_name, client_id, top
 _INSERT_MESSAGE = f"{_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
 # Most rows per INSERT statement (within the SQLite build's parameter limit, 7 per row).
 _MAX_CHUNK = 1024
+# What an event row counts in its session's backlog (bytes; a row holds a few short strings).
+EVENT_BYTES = 256
 _FULL = 64  # items waiting that make a batch worth committing without the window
 _INSERTS = {}  # rows -> INSERT statement for that many rows
 
@@ -129,7 +131,7 @@ class Writer:
     so a PUBACK (or CONNACK after a registration) never precedes durability. Callbacks run in
     submission order, which keeps PUBACKs in the order the PUBLISHes arrived.
 
-    message(), message_acked(), submit() and event() are called on the loop's thread: they
+    message(), message_owned(), submit() and event() are called on the loop's thread: they
     stage items without a lock, and the staged items of one event-loop turn go to the writer
     thread together (one lock, one wake-up per turn rather than per message).
     """
@@ -148,17 +150,25 @@ class Writer:
         """row = (time, pk, dn, client_id, topic, qos, payload); cb(None or exception)."""
         self._stage((None, row, cb))
 
-    def message_acked(self, row, session, packet_id):
-        """A message whose commit is answered with session.ack(packet_id): no closure per
-        message on the hot path."""
-        self._stage((None, row, (session, packet_id)))
+    def message_owned(self, row, session, packet_id, nbytes):
+        """A message a session sent: after the commit, session.committed(nbytes, packet_id,
+        ok) runs (the session's and the server's backlog shrink by nbytes; a QoS 1 message is
+        acknowledged). A tuple, not a closure, per message on the hot path."""
+        self._stage((None, row, (session, packet_id, nbytes)))
 
     def submit(self, fn, args=(), cb=None):
-        """fn(conn, *args) runs in a savepoint; cb(result or exception) runs on the loop."""
+        """fn(conn, *args) runs in a savepoint; cb(result or exception) runs on the loop. cb may
+        also be a (session, packet_id, nbytes) tuple, answered as in message_owned."""
         self._stage((fn, args, cb))
 
-    def event(self, kind, pk=None, dn=None, client_id=None, cause=None, detail=None):
-        self.submit(registry.add_event, (kind, pk, dn, client_id, cause, detail, time.time()))
+    def event(self, kind, pk=None, dn=None, client_id=None, cause=None, detail=None, owner=None):
+        """owner: the session whose traffic caused the event: owner.charge(EVENT_BYTES) now,
+        owner.committed(...) after the commit, so the event counts in its backlog."""
+        cb = None
+        if owner is not None:
+            owner.charge(EVENT_BYTES)
+            cb = (owner, None, EVENT_BYTES)
+        self.submit(registry.add_event, (kind, pk, dn, client_id, cause, detail, time.time()), cb)
 
     def _stage(self, item):
         staged = self._staged
@@ -194,9 +204,8 @@ class Writer:
 def _deliver(calls, after):
     for cb, res in calls:
         try:
-            if type(cb) is tuple:
-                if res is None:  # committed: acknowledge; on failure the client resends
-                    cb[0].ack(cb[1])
+            if type(cb) is tuple:  # (session, packet_id, nbytes): on failure no PUBACK
+                cb[0].committed(cb[2], cb[1], res is None)
             else:
                 cb(res)
         except Exception:

@@ -6,7 +6,10 @@ import pytest
 def platform(tmp_path):
     from host_tools.platform.server import Platform
 
-    plat = Platform(tmp_path / "platform", mqtt_port=0, mqtts_port=0)
+    # Load tests push far past Aliyun's per-device limits on purpose: those are off here.
+    plat = Platform(
+        tmp_path / "platform", mqtt_port=0, mqtts_port=0, uplink_qps=0, uplink_bytes_per_s=0
+    )
     plat.start()
     try:
         yield plat

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from host_tools.config_cmd import platform_config
+from host_tools.build.config_cmd import platform_config
 from host_tools.emulator.board import VirtualBoard
 from tests.integration.conftest import RUNTIMES, registrations, samples
 from tests.integration.test_device_lifecycle import wait_until

@@ -95,8 +95,8 @@ def observer_and_device(plat):
 def test_pipelined_qos1_acked_in_order_and_routed_in_order(tmp_path):
     """300 QoS 1 PUBLISHes sent without waiting: every PUBACK comes, in order, after its
     message is stored, and the subscriber gets every message in order (output of one loop
-    turn goes out in one write)."""
-    with running_platform(tmp_path / "p", observer_password="obs") as plat:
+    turn goes out in one write). Uplink limits off: this is 300 messages in one burst."""
+    with running_platform(tmp_path / "p", observer_password="obs", uplink_qps=0) as plat:
         obs, dev, topic = observer_and_device(plat)
         raw = b"".join(codec.encode_publish(topic, b"%d" % i, 1, i + 1) for i in range(300))
         dev.send(raw)
@@ -116,7 +116,11 @@ def test_pipelined_qos1_acked_in_order_and_routed_in_order(tmp_path):
 def test_slow_consumer_is_cut_and_the_publisher_carries_on(tmp_path):
     """A subscriber that stops reading is closed once its unsent output passes the limit."""
     with running_platform(
-        tmp_path / "p", observer_password="obs", slow_consumer_bytes=256 * 1024
+        tmp_path / "p",
+        observer_password="obs",
+        slow_consumer_bytes=256 * 1024,
+        uplink_qps=0,
+        uplink_bytes_per_s=0,
     ) as plat:
         obs, dev, topic = observer_and_device(plat)
         big = b"x" * (200 * 1024)

@@ -47,7 +47,10 @@ def test_serve_and_operate_while_running(tmp_path):
     )
     try:
         ready = json.loads(proc.stdout.readline())
-        assert set(ready) == {"mqtt", "mqtts", "https", "ca"} and Path(ready["ca"]).exists()
+        assert (
+            set(ready) == {"mqtt", "mqtts", "https", "ca", "open_files_limit", "open_files_left"}
+            and Path(ready["ca"]).exists()
+        )
         out = json.loads(zb("product", "add", "--state", state, "--json").stdout)
         pk, ps = out["productKey"], out["productSecret"]
         assert len(pk) == 11 and len(ps) == 16

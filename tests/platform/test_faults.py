@@ -125,7 +125,7 @@ def test_stop_and_restart_listening_on_same_ports(platform, product, tls):
 
 def test_restart_keeps_ca_ports_data_and_every_acknowledged_message(tmp_path):
     state = tmp_path / "p"
-    plat = Platform(state, linger_s=1)
+    plat = Platform(state, linger_s=1, uplink_qps=0)  # 200 back to back: over Aliyun's 30/s
     plat.start()
     try:
         pk, ps = plat.registry.add_product()
