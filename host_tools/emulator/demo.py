@@ -94,3 +94,6 @@ if __name__ == "__main__":
     except (ZeroburnError, TimeoutError) as e:
         print(f"zeroburn demo: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nzeroburn demo: interrupted (Ctrl-C); the board and the platform are stopped")
+        sys.exit(130)

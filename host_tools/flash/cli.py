@@ -78,7 +78,9 @@ def _configure_info(p):
 def _configure_install(p):
     _device_arg(p)
     real = [n for n in boards.names() if not boards.load(n).virtual]
-    p.add_argument("--board", required=True, choices=real, help=f"board name ({', '.join(real)})")
+    p.add_argument(
+        "--board", required=True, choices=real, metavar="NAME", help=f"board ({', '.join(real)})"
+    )
     p.add_argument(
         "--firmware", required=True, metavar="FILE.bin", help="MicroPython image for the board"
     )

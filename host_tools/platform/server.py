@@ -15,6 +15,7 @@ from pathlib import Path
 
 from host_tools.platform import auth, codec, pki, registry
 from host_tools.platform.auth import AuthError
+from host_tools.platform.statelock import StateLock
 from host_tools.platform.writer import Writer
 
 log = logging.getLogger("zeroburn.platform")
@@ -635,6 +636,7 @@ class Platform:
         self.ssl_context.num_tickets = 0
         self.ssl_context.options |= ssl.OP_NO_TICKET
         self.registry = registry.Registry(self.state_dir)
+        self._lock = StateLock(self.state_dir)
         self.pid = os.getpid()
         self.loop = None
         self._thread = None
@@ -666,6 +668,14 @@ class Platform:
     def start(self, timeout=30.0):
         if self.running:
             raise RuntimeError("platform already running")
+        self._lock.acquire()  # StateBusy before anything in the state folder changes
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self, timeout):
         ready = threading.Event()
         failure = []
         self.loop = _Loop(self.settings["ssl_read_buffer"])
@@ -705,6 +715,7 @@ class Platform:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout)
             self._thread = None
+            self._lock.release()
 
     def close(self):
         self.stop()
