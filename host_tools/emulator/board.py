@@ -212,7 +212,10 @@ class VirtualBoard:
         if self._supervisor is not None:
             self._do(("off",))
             self._actions.put(("quit",))
-            self._supervisor.join(timeout)
+            try:
+                self._supervisor.join(timeout)
+            except RuntimeError:
+                pass  # never started (Ctrl-C struck inside start())
             self._supervisor = None
         self.link.close()
         if self._own_ctl:

@@ -14,12 +14,14 @@ def configure(parser, name):
     }[name](parser)
 
 
-def _device_arg(p):
+def _device_arg(p, virtual=True):
     p.add_argument(
         "--device",
         required=True,
         metavar="PORT",
-        help="serial port (/dev/ttyUSB0, COM3), a virtual board's pty, or socket://HOST:PORT",
+        help="serial port (/dev/ttyUSB0, COM3), a virtual board's pty, or socket://HOST:PORT"
+        if virtual
+        else "serial port of the board (/dev/ttyUSB0, /dev/cu.usbserial-0001, COM3)",
     )
 
 
@@ -76,7 +78,7 @@ def _configure_info(p):
 
 
 def _configure_install(p):
-    _device_arg(p)
+    _device_arg(p, virtual=False)
     real = [n for n in boards.names() if not boards.load(n).virtual]
     p.add_argument(
         "--board", required=True, choices=real, metavar="NAME", help=f"board ({', '.join(real)})"
