@@ -107,3 +107,15 @@ def test_app_folder_mistakes_are_refused_before_anything_is_written(tmp_path):
     p = zeroburn("init-project", app)
     assert p.returncode == 1 and "main.py" in p.stderr
     assert (app / "main.py").read_text() == "print(1)\n"
+
+
+def test_fleet_runs_the_user_application(tmp_path):
+    app = make_app(tmp_path)
+    state = tmp_path / "fleet-platform"
+    p = zeroburn("fleet", "--devices", "2", "--messages", "2", "--app", app, "--platform", state,
+                 timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = zeroburn("platform", "messages", "--state", state, "--json", "--limit", "0")
+    bodies = [json.loads(m["payload"]) for m in json.loads(p.stdout)]
+    bodies = [b for b in bodies if "uptime_s" in b]
+    assert len(bodies) >= 4 and all(MARK in b["sensors"] for b in bodies), bodies
