@@ -18,8 +18,8 @@ SECRET_ENV = {
 }
 PLATFORM_REGION = "cn-shanghai"
 
-# One line a field, shown beside it in `config init` output (key "_help"); the README's
-# config.json reference says more. A test keeps this in step with the firmware's schema.
+# One line a field, shown beside it in `config init` output (key "_help"); the config.json
+# reference (docs/firmware.md section 2) says more. A test keeps this in step with the firmware's schema.
 HELP = {
     "product_key": "ProductKey from the Aliyun IoT console (Products > your product)",
     "product_secret": "ProductSecret of the product (secret; or set ZEROBURN_PRODUCT_SECRET)",

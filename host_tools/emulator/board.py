@@ -57,7 +57,7 @@ FAULTS = (
 DEFAULT_HOSTS = {"*.aliyuncs.com": "127.0.0.1", "localhost": "127.0.0.1"}
 RUNTIMES = ("micropython", "cpython")
 # GC heap the firmware gets in the VM (the shims' own footprint comes on top): the issue's 48K,
-# which the firmware's full cycle fits (README "Memory and size"), so every test on a virtual
+# which the firmware's full cycle fits (docs/firmware.md section 8), so every test on a virtual
 # board also guards the firmware's memory.
 DEFAULT_HEAP = "48K"
 
@@ -85,7 +85,7 @@ def parse_heap(heap):
 
 
 class VirtualBoard:
-    """One virtual ESP32. See README section "Virtual boards" for the model."""
+    """One virtual ESP32. See docs/virtual-boards.md for the model."""
 
     def __init__(
         self,
