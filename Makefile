@@ -14,6 +14,7 @@ help: ## list the targets
 
 setup: $(STAMP) $(UMQTT) $(PEERS) ## create .venv, install pinned dependencies, fetch MicroPython-side deps (idempotent)
 	@$(PY) -m host_tools.runtime --check
+	@echo "zeroburn is installed in $(VENV)/bin: run \`. $(VENV)/bin/activate\` to type \`zeroburn\` (or use $(VENV)/bin/zeroburn)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -24,6 +24,10 @@ COMMANDS = {
         "compile the firmware into a staging folder (what goes on a board)",
     ),
     "config": ("host_tools.build.config_cmd", "write or check a device config.json"),
+    "init-project": (
+        "host_tools.build.project",
+        "write an example application folder (main.py, a sensor driver) for --app",
+    ),
     "flash": (
         "host_tools.flash.cli",
         "copy the firmware and config onto a board with mpremote",
@@ -37,6 +41,10 @@ COMMANDS = {
         "write MicroPython itself onto a board with esptool",
     ),
     "repl": ("host_tools.flash.cli", "open mpremote's REPL on a board or virtual board"),
+    "selftest": (
+        "host_tools.flash.cli",
+        "check a board's hardware, network and TLS over mpremote; print a pasteable report",
+    ),
 }
 
 
@@ -66,6 +74,8 @@ def main(argv=None):
         print(f"zeroburn: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # on a line of its own: a progress line may be half drawn
+        print("\nzeroburn: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     return result or 0
 

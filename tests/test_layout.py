@@ -1,6 +1,7 @@
-# The layout rule (README "Architecture"), read from the source with ast: no import cycles in
-# host_tools/ or firmware/, and no package of host_tools imports one higher in the pipeline.
-# Every import counts, also those inside functions (a lazy import still ties the two modules).
+# The layout rule (docs/architecture.md section 1), read from the source with ast: no import
+# cycles in host_tools/ or firmware/, and no package of host_tools imports one higher in the
+# pipeline. Every import counts, also those inside functions (a lazy import still ties the two
+# modules).
 import ast
 
 import pytest

@@ -18,8 +18,8 @@ SECRET_ENV = {
 }
 PLATFORM_REGION = "cn-shanghai"
 
-# One line a field, shown beside it in `config init` output (key "_help"); the README's
-# config.json reference says more. A test keeps this in step with the firmware's schema.
+# One line a field, shown beside it in `config init` output (key "_help"); the config.json
+# reference (docs/firmware.md section 2) says more. A test keeps this in step with the firmware's schema.
 HELP = {
     "product_key": "ProductKey from the Aliyun IoT console (Products > your product)",
     "product_secret": "ProductSecret of the product (secret; or set ZEROBURN_PRODUCT_SECRET)",
@@ -100,18 +100,68 @@ def read(path):
     return d
 
 
+# Valid stand-ins for required fields while one field is checked on its own (all_errors).
+_STAND_INS = {"product_key": "a", "product_secret": "a", "wifi_ssid": "a", "region": "a"}
+
+
+def _hint(msg):
+    for key, var in SECRET_ENV.items():
+        if msg.startswith(key + " is required"):
+            msg += f" (put it in the file or set {var})"
+    return msg
+
+
+def all_errors(d):
+    """Every problem of a config dict, not only the first the firmware's parse() stops at: each
+    field is checked by parse() itself, on its own beside valid stand-ins, then the rules that
+    join fields are checked with the fields that passed."""
+    sch = schema()
+    if not isinstance(d, dict):
+        return ["config must be a JSON object of key: value pairs"]
+    known = [f[0] for f in sch.fields()]
+    errors = [
+        f"unknown key {k!r} (known: {', '.join(sorted(known))})"
+        for k in d
+        if k not in known and not k.startswith("_")
+    ]
+    good = {}
+    for key, kind, *_ in sch.fields():
+        if d.get(key) is None and kind != "S":
+            continue
+        probe = dict(_STAND_INS)
+        if key in ("region", "instance_id", "host"):
+            probe.pop("region")
+        probe[key] = d.get(key)
+        try:
+            sch.parse(probe)
+            good[key] = d[key]
+        except ValueError as e:
+            if str(e).startswith(key):
+                errors.append(_hint(str(e)))
+            else:  # needs another field: left to the joint check below
+                good[key] = d[key]
+    if not errors:
+        try:
+            sch.parse({**good, **{k: v for k, v in d.items() if k.startswith("_")}})
+        except ValueError as e:
+            errors.append(_hint(str(e)))
+    return errors
+
+
 def load(path, env=None):
     """Read a config file, fill secrets from the environment, validate with the firmware's
-    schema. Returns (config dict, Config, secret sources); ValueError names the file."""
+    schema. Returns (config dict, Config, secret sources); ValueError names the file and
+    every problem in it."""
     d, sources = with_env_secrets(read(path), env)
     try:
         cfg = schema().parse(d)
     except ValueError as e:
-        msg = str(e)
-        for key, var in SECRET_ENV.items():
-            if msg.startswith(key + " is required"):
-                msg += f" (put it in the file or set {var})"
-        raise ValueError(f"{path}: {msg}")
+        errors = all_errors(d) or [_hint(str(e))]
+        if len(errors) == 1:
+            raise ValueError(f"{path}: {errors[0]}")
+        raise ValueError(
+            f"{path}: {len(errors)} problems:\n" + "\n".join(f"  - {m}" for m in errors)
+        )
     return d, cfg, sources
 
 

@@ -124,8 +124,12 @@ def _read_text(value):
     return Path(value).read_text()
 
 
-def plan(board="virtual", config=None, ca_pem=None, runtime="micropython"):
-    """{relative path on the board: bytes}: everything a board gets, nothing written yet."""
+def plan(board="virtual", config=None, ca_pem=None, runtime="micropython", app=None):
+    """{relative path on the board: bytes}: everything a board gets, nothing written yet.
+
+    app: a user's application folder (host_tools/build/project.py) or None. Its files go to
+    the board's root in place of the repo's main.py (and boot.py when it has one); ours never
+    replace theirs. Its .py files other than main.py/boot.py are compiled like the firmware."""
     if runtime not in ("micropython", "cpython"):
         raise ZeroburnError(f"unknown runtime {runtime!r} (micropython or cpython)")
     config = _read_config(config)
@@ -136,9 +140,15 @@ def plan(board="virtual", config=None, ca_pem=None, runtime="micropython"):
     arch = board_arch(board) if runtime == "micropython" else None
     sources = [(rel, FIRMWARE / rel) for rel in manifest_files()]
     sources.append(("umqtt/simple.py", UMQTT_SIMPLE))
+    if app is not None:
+        from host_tools.build.project import app_files
+
+        theirs = app_files(app)
+        names = {rel for rel, _ in theirs}
+        sources = [(rel, src) for rel, src in sources if rel not in names] + theirs
     files = {}
     for rel, src in sources:
-        if runtime == "cpython" or rel in SOURCE_ONLY:
+        if runtime == "cpython" or rel in SOURCE_ONLY or not rel.endswith(".py"):
             files[rel] = src.read_bytes()
         else:
             files[rel[:-3] + ".mpy"] = compile_mpy(src, rel, arch)
@@ -150,13 +160,13 @@ def plan(board="virtual", config=None, ca_pem=None, runtime="micropython"):
     return files
 
 
-def stage(out_dir, board="virtual", config=None, ca_pem=None, runtime="micropython"):
+def stage(out_dir, board="virtual", config=None, ca_pem=None, runtime="micropython", app=None):
     """Write what goes on a board into out_dir (other files there are left alone).
 
     Returns {relative path: sha256 hex}. Each file is written to a temporary name and renamed,
     so an interrupted stage never leaves a half-written file.
     """
-    files = plan(board, config, ca_pem, runtime)
+    files = plan(board, config, ca_pem, runtime, app)
     out = Path(out_dir)
     hashes = {}
     for rel, data in files.items():
@@ -175,12 +185,30 @@ def configure(parser, name):
     parser.add_argument("--board", default="virtual", help="board name from boards/")
     parser.add_argument("--config", help="device config.json to include (validated first)")
     parser.add_argument("--ca", help="PEM CA bundle to include as ca.pem")
-    parser.add_argument("--runtime", default="micropython", choices=["micropython", "cpython"])
+    parser.add_argument(
+        "--runtime",
+        default="micropython",
+        choices=["micropython", "cpython"],
+        help="what the board runs: .mpy for MicroPython, sources for CPython (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--app",
+        metavar="DIR",
+        help="your application folder (main.py, drivers, files) instead of the example main.py",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args):
-    hashes = stage(args.out, args.board, args.config, args.ca, args.runtime)
+    config = args.config
+    if config is not None:
+        from host_tools.build import config_cmd
+
+        try:  # secrets from the environment, as `config check` and `flash` take them
+            config, _cfg, _sources = config_cmd.load(config)
+        except ValueError as e:
+            raise ZeroburnError(str(e))
+    hashes = stage(args.out, args.board, config, args.ca, args.runtime, app=args.app)
     for rel, digest in sorted(hashes.items()):
         print(f"{digest[:12]}  {rel}")
     total = sum((Path(args.out) / rel).stat().st_size for rel in hashes)

@@ -57,7 +57,7 @@ FAULTS = (
 DEFAULT_HOSTS = {"*.aliyuncs.com": "127.0.0.1", "localhost": "127.0.0.1"}
 RUNTIMES = ("micropython", "cpython")
 # GC heap the firmware gets in the VM (the shims' own footprint comes on top): the issue's 48K,
-# which the firmware's full cycle fits (README "Memory and size"), so every test on a virtual
+# which the firmware's full cycle fits (docs/firmware.md section 8), so every test on a virtual
 # board also guards the firmware's memory.
 DEFAULT_HEAP = "48K"
 
@@ -85,7 +85,7 @@ def parse_heap(heap):
 
 
 class VirtualBoard:
-    """One virtual ESP32. See README section "Virtual boards" for the model."""
+    """One virtual ESP32. See docs/virtual-boards.md for the model."""
 
     def __init__(
         self,
@@ -132,6 +132,14 @@ class VirtualBoard:
         self._write_ctl("hosts", self._hosts_text())
         self._write_ctl("wifi", "up")
 
+    @property
+    def machine(self):
+        """What the board says it is (sys.implementation._machine, os.uname().machine): the
+        chip of its board file, in the ESP32 port's "<module> with <chip>" form."""
+        from host_tools.build import boards
+
+        return f"zeroburn virtual board with {boards.load('virtual').chip}"
+
     def _efuse_mac(self, mac):
         """A board keeps its MAC (eFuse): the first one given or drawn is remembered beside the
         flash (`.efuse`), so a later run without --mac is the same device; --mac overrides."""
@@ -154,12 +162,13 @@ class VirtualBoard:
         return mac
 
     # ---- flash ---------------------------------------------------------------------------
-    def install(self, config=None, ca_pem=None, board="virtual"):
-        """Stage the firmware (build.stage) into the flash folder; returns {relpath: sha256}."""
+    def install(self, config=None, ca_pem=None, board="virtual", app=None):
+        """Stage the firmware (build.stage) into the flash folder, with a user's application
+        folder in place of the example main.py when app is given; returns {relpath: sha256}."""
         from host_tools.build import staging
 
         return staging.stage(
-            self.flash, board=board, config=config, ca_pem=ca_pem, runtime=self.runtime
+            self.flash, board=board, config=config, ca_pem=ca_pem, runtime=self.runtime, app=app
         )
 
     # ---- control files shared with the shims ---------------------------------------------
@@ -203,7 +212,10 @@ class VirtualBoard:
         if self._supervisor is not None:
             self._do(("off",))
             self._actions.put(("quit",))
-            self._supervisor.join(timeout)
+            try:
+                self._supervisor.join(timeout)
+            except RuntimeError:
+                pass  # never started (Ctrl-C struck inside start())
             self._supervisor = None
         self.link.close()
         if self._own_ctl:
@@ -659,6 +671,7 @@ class VmCore:
             "ZB_SHIMS": str(shims),
             "ZB_CTL": str(b.ctl),
             "ZB_MAC": b.mac,
+            "ZB_MACHINE": b.machine,
             "ZB_EVENT_FD": str(ev_w),
             "ZB_CMD_FD": str(cmd_r),
         }

@@ -45,15 +45,37 @@ def configure(parser, name):
 
     run = sub.add_parser("run", help="install the firmware if missing, boot, stream the console")
     common(run, f"{DEFAULT_HEAP}: what the firmware's full cycle needs")
-    run.add_argument("--config", help="device config.json to install")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="device config.json to install (secrets may come from ZEROBURN_PRODUCT_SECRET and "
+        "ZEROBURN_WIFI_PASSWORD); with --platform, its endpoint and CA are replaced",
+    )
+    run.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="PEM bundle to install as ca.pem with --config (with --platform: the platform's)",
+    )
+    run.add_argument(
+        "--app",
+        metavar="DIR",
+        help="your application folder (main.py, drivers, files) instead of the example main.py",
+    )
     run.add_argument(
         "--platform",
         metavar="STATE_DIR",
-        help="write the config for the local platform emulator in STATE_DIR",
+        help="point the board at the local platform emulator in STATE_DIR (writes the config)",
     )
-    run.add_argument("--product-key", help="with --platform: the product")
-    run.add_argument("--product-secret", help="with --platform: override the product secret")
-    run.add_argument("--signmethod", help="with --platform: hmacsha1, hmacsha256 or hmacmd5")
+    run.add_argument("--product-key", metavar="PK", help="with --platform: the product")
+    run.add_argument(
+        "--product-secret",
+        metavar="PS",
+        help="with --platform: a secret other than the platform's (to try a wrong one)",
+    )
+    run.add_argument(
+        "--signmethod",
+        help="with --platform: hmacsha1 (default), hmacsha256 or hmacmd5",
+    )
     run.add_argument(
         "--platform-port",
         type=int,
@@ -65,14 +87,15 @@ def configure(parser, name):
         type=int,
         default=0,
         metavar="N",
-        help="exit 0 once N telemetry messages are acknowledged",
+        help="exit 0 once N telemetry messages are acknowledged (default 0: run until stopped)",
     )
     run.add_argument(
         "--timeout",
         type=float,
         default=0,
         metavar="S",
-        help="give up after S seconds (exit 1 with the reason)",
+        help="stop after S seconds; with --until-messages that is a failure, exit 1 with the "
+        "reason (default 0: no limit)",
     )
     run.set_defaults(handler=_run)
 
@@ -192,24 +215,82 @@ def _serve(args):
     return 0
 
 
-def _platform_config(args):
+# What --platform replaces in a --config meant for real Aliyun: where the board connects and
+# what it trusts. Everything else (Wi-Fi, intervals, prefix, product) stays the user's.
+ENDPOINT_KEYS = ("region", "instance_id", "host", "port", "ca_file", "securemode")
+
+
+def _platform_config(args, base=None):
+    """The config for the local platform: written from --product-key, or (base given) the
+    user's own config with only its endpoint and CA replaced; the product is created in the
+    platform with the config's key and secret when it is not there yet."""
     try:
         from host_tools.build.config_cmd import platform_config
+        from host_tools.platform.local import platform_secret
     except ImportError:
         raise ZeroburnError("--platform needs host_tools.build.config_cmd.platform_config")
-    if not args.product_key:
-        raise ZeroburnError("--platform needs --product-key")
     kwargs = {}
     if args.signmethod:
         kwargs["signmethod"] = args.signmethod
     if args.platform_port:
         kwargs["port"] = args.platform_port
+    secret = args.product_secret
+    if base is not None:
+        if args.product_key or args.product_secret:
+            raise ZeroburnError("with --config, the product comes from the file")
+        pk, secret = base["product_key"], base["product_secret"]
+        kwargs.update({k: v for k, v in base.items() if k not in ENDPOINT_KEYS})
+        del kwargs["product_key"], kwargs["product_secret"]
+        try:
+            known = platform_secret(args.platform, pk)
+        except ValueError:
+            known = None
+        if known is None:
+            from host_tools.platform.registry import Registry
+
+            reg = Registry(args.platform)
+            try:
+                reg.add_product(pk, secret)
+            except ValueError as e:
+                raise ZeroburnError(f"cannot add product {pk} to {args.platform}: {e}")
+            finally:
+                reg.close()
+            print(
+                f"zeroburn: product {pk} added to the local platform in {args.platform} "
+                "(with the secret from your config)",
+                file=sys.stderr,
+            )
+        elif known != secret:
+            raise ZeroburnError(
+                f"product {pk} is in {args.platform} with another secret than your config's: "
+                "the board could never register (use another state folder, or the same secret)"
+            )
+    elif not args.product_key:
+        raise ZeroburnError("--platform needs --product-key (or --config FILE)")
+    else:
+        pk = args.product_key
     try:
-        return platform_config(
-            args.platform, args.product_key, product_secret=args.product_secret, **kwargs
-        )
+        return platform_config(args.platform, pk, product_secret=secret, **kwargs)
     except ValueError as e:
         raise ZeroburnError(str(e))
+
+
+def _user_config(path):
+    """A --config file as `flash` reads it: secrets filled from the environment, validated."""
+    from host_tools.build import config_cmd
+
+    try:
+        d, _cfg, _sources = config_cmd.load(path)
+    except ValueError as e:
+        raise ZeroburnError(str(e))
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def _read_ca(path):
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise ZeroburnError(f"cannot read the CA bundle {path}: {e.strerror}")
 
 
 def _acked_counter(args, board, config):
@@ -266,58 +347,95 @@ def _run(args):
     args.heap = args.heap or DEFAULT_HEAP
     faults = _check_args(args)
     flash = Path(args.flash)
-    if args.config and args.platform:
-        raise ZeroburnError("give --config or --platform, not both")
     config = None
     ca_pem = None
     if args.platform:
         from host_tools.platform.local import platform_ca
 
-        config = _platform_config(args)
+        if args.ca:
+            raise ZeroburnError("--ca goes with --config alone: --platform installs its own CA")
+        base = _user_config(args.config) if args.config else None
+        config = _platform_config(args, base)
         ca = platform_ca(args.platform)
         if not ca.exists():
             raise ZeroburnError(f"{ca} is missing: is {args.platform} a platform state folder?")
         ca_pem = ca.read_text()
+        if base is not None:
+            changed = f"{config['region']}:{config['port']}, CA {ca}"
+            print(f"zeroburn: against the local platform: endpoint {changed}", file=sys.stderr)
     elif args.config:
-        config = args.config
+        config = _user_config(args.config)
+        ca_file = config.get("ca_file") or "ca.pem"
+        if args.ca:
+            ca_pem = _read_ca(args.ca)
+        elif not (flash / ca_file).exists():
+            raise ZeroburnError(
+                f"{flash} has no {ca_file} for this config: give --ca FILE (the local "
+                "platform's is <state>/ca.pem), or use --platform DIR"
+            )
+    elif args.ca:
+        raise ZeroburnError("--ca goes with --config")
     elif not (flash / "config.json").exists():
         raise ZeroburnError(f"{flash} has no config.json: give --config FILE or --platform DIR")
 
     out = sys.stdout.buffer
     board = _make_board(args, lambda data: (out.write(data), out.flush()))
-    if config is not None or not _installed(flash, args.runtime):
-        board.install(config=config, ca_pem=ca_pem)
+    try:
+        if config is not None or args.app or not _installed(flash, args.runtime):
+            board.install(config=config, ca_pem=ca_pem, app=args.app)
+        return _follow(args, board, config, faults)
+    finally:
+        board.stop()  # also on a failed install: nothing is left in /tmp
+
+
+def _follow(args, board, config, faults):
+    from host_tools.build.markers import Console
+
     count = _acked_counter(args, board, config if isinstance(config, dict) else {})
+    watch = Console()
     stop = threading.Event()
     _wait_signal(stop)
     board.start()
     _schedule(board, faults)
     start = time.monotonic()
+    seen = 0
+    idle_polls = 0
     reason = None
-    try:
-        while not stop.wait(0.2):
-            if args.until_messages and count() >= args.until_messages:
-                return 0
-            if board.state == "halted":
-                reason = f"the interpreter exited (status {board.exits[-1][1]})"
-                break
-            if args.timeout and time.monotonic() - start > args.timeout:
-                done = count()
-                reason = (
-                    f"timed out after {args.timeout:g}s with {done} of "
-                    f"{args.until_messages} messages acknowledged"
-                    if args.until_messages
-                    else f"stopped after {args.timeout:g}s"
-                )
-                if not args.until_messages:
-                    return 0
-                break
-        else:
+    while not stop.wait(0.2):
+        lines = board.lines
+        while seen < len(lines):
+            watch.feed(lines[seen])
+            seen += 1
+        if args.until_messages and count() >= args.until_messages:
+            return 0
+        if watch.failure:
+            reason = watch.failure
+            break
+        if board.state == "halted":
+            reason = f"the interpreter exited (status {board.exits[-1][1]})"
+            break
+        # main.py returned: the board sits at its REPL, the firmware runs no more
+        idle = board.state == "on" and not board.running
+        idle_polls = idle_polls + 1 if idle else 0
+        if idle_polls >= 3:
+            reason = "the firmware stopped (main.py returned to the REPL)"
+            break
+        if args.timeout and time.monotonic() - start > args.timeout:
             if not args.until_messages:
-                return 130  # Ctrl-C ends a plain run, as for any foreground command
-            reason = "interrupted"
-    finally:
-        board.stop()
+                return 0
+            done = count()
+            hint = f"; last warning: {watch.last_warning}" if watch.last_warning else ""
+            reason = (
+                f"timed out after {args.timeout:g}s with {done} of "
+                f"{args.until_messages} messages acknowledged{hint}"
+            )
+            break
+    else:
+        if not args.until_messages:
+            print(file=sys.stderr)
+            print("zeroburn: stopped (Ctrl-C)", file=sys.stderr)
+            return 130  # Ctrl-C ends a plain run, as for any foreground command
+        reason = "interrupted"
     raise ZeroburnError(f"board {board.mac}: {reason}")
 
 

@@ -82,8 +82,8 @@ def main():
             body = msg["payload"].decode("utf-8", "replace")
             print(f"  {msg['topic']}  {json.dumps(json.loads(body))[:110]}")
     say(
-        "done. Platform state is left in .zeroburn/: try `.venv/bin/zeroburn platform devices` "
-        "and `.venv/bin/zeroburn platform messages --limit 5`"
+        "done. Platform state is left in .zeroburn/: try `zeroburn platform devices` and "
+        "`zeroburn platform messages --limit 5` (after `. .venv/bin/activate`)"
     )
     return 0
 
@@ -94,3 +94,6 @@ if __name__ == "__main__":
     except (ZeroburnError, TimeoutError) as e:
         print(f"zeroburn demo: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nzeroburn demo: interrupted (Ctrl-C); the board and the platform are stopped")
+        sys.exit(130)

@@ -143,6 +143,17 @@ class SerialBridge:
             self.raw += bytes((c,))
 
     def _paste_byte(self):
+        c = self.pending.find(b"\x03")
+        if c >= 0 and (self.pending.find(b"\x04", 0, c) < 0):
+            # Ctrl-C cancels raw-paste input, as pyexec's stdin reader does: end-of-input
+            # to the host, then KeyboardInterrupt as the raw REPL reports an error (a host
+            # that died mid-paste leaves the board here; the next mpremote sends Ctrl-C)
+            self.pending = self.pending[c + 1 :]
+            self.paste = None
+            self.write(
+                b"\x04\x04Traceback (most recent call last):\r\nKeyboardInterrupt: \r\n\x04>"
+            )
+            return
         i = self.pending.find(b"\x04")
         chunk = self.pending if i < 0 else self.pending[:i]
         self.pending = b"" if i < 0 else self.pending[i + 1 :]

@@ -1,6 +1,7 @@
 # `zeroburn flash`: check and stage everything, then copy only what changed onto the board over
 # one board link, verify by sha256, reset, and follow the console until the board is online.
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +55,11 @@ def _ca_text(path, progress):
     return (text if path is None else cabundle.to_pem(certs)), origin
 
 
-def prepare(board_name, config_path, ca_path=None, progress=None):
+def plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def prepare(board_name, config_path, ca_path=None, progress=None, app=None):
     """Everything checked and staged before the board is touched: (board, config dict,
     {path: bytes}, {path: sha256}, CA origin). Raises ZeroburnError; writes nothing outside a
     temporary folder, which is gone when this returns (it held the product secret)."""
@@ -71,7 +76,9 @@ def prepare(board_name, config_path, ca_path=None, progress=None):
     ca, origin = _ca_text(ca_path, progress)
     progress.update("build")
     with tempfile.TemporaryDirectory(prefix="zeroburn-stage-") as tmp:
-        hashes = staging.stage(tmp, board=board.name, config=d, ca_pem=ca, runtime="micropython")
+        hashes = staging.stage(
+            tmp, board=board.name, config=d, ca_pem=ca, runtime="micropython", app=app
+        )
         files = {rel: (Path(tmp) / rel).read_bytes() for rel in hashes}
     return board, d, files, hashes, origin
 
@@ -86,11 +93,15 @@ def flash(
     follow=True,
     progress=None,
     console=None,
+    app=None,
 ):
-    """The whole flash; returns a result dict (see README). ZeroburnError on any failure."""
+    """The whole flash; returns a result dict (see README). ZeroburnError on any failure.
+    app: a user's application folder staged in place of the example main.py (or None)."""
     progress = progress or Progress(enabled=False)
     progress.update("check")
-    board, config, files, hashes, ca_origin = prepare(board_name, config_path, ca_path, progress)
+    board, config, files, hashes, ca_origin = prepare(
+        board_name, config_path, ca_path, progress, app
+    )
     result = {"device": device, "board": board.name, "ca": ca_origin}
     progress.update("connect")
     link = BoardLink(device).open()
@@ -108,7 +119,7 @@ def flash(
         stale = stale_files(hashes, seen["files"])
         total = sum(len(files[p]) for p in copy) or 1
         done = 0
-        progress.update("copy", 0, f"{len(copy)} files")
+        progress.update("copy", 0, plural(len(copy), "file"))
         dirs = {str(Path(p).parent) for p in copy if "/" in p}
         link.mkdirs(dirs)
         for p in copy:
@@ -119,7 +130,8 @@ def flash(
                 lambda n, base=base, p=p: progress.update("copy", (base + n) / total, p),
             )
             done += len(files[p])
-        link.remove(stale)
+        # and what an interrupted earlier flash left: its half-written temporary files
+        link.remove(stale + [p + ".zbnew" for p in sorted(hashes)])
         progress.update("verify")
         after = link.hashes(sorted(hashes))["hashes"]
         bad = [p for p in hashes if after.get(p) != hashes[p]]
@@ -153,7 +165,11 @@ def flash(
             if console:
                 console(line)
             watch.feed(line)
-            progress.update(watch.stage if watch.stage != "booting" else "reset")
+            if watch.stage == "registered":
+                how = "registered" if watch.registered else "stored token loaded"
+                progress.update("credentials", detail=how)
+            else:
+                progress.update(watch.stage if watch.stage != "booting" else "reset")
             if watch.done:
                 break
         result.update(
@@ -193,7 +209,17 @@ def _flash(args):
             follow=not args.no_follow,
             progress=progress,
             console=console,
+            app=args.app,
         )
+    except KeyboardInterrupt:
+        progress.end()
+        print(
+            "\nzeroburn: flash interrupted. The board may hold a partial copy (*.zbnew files, "
+            "old and new modules mixed): run the same `zeroburn flash` again; it copies what "
+            "differs and removes the leftovers.",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         progress.end()
     if args.json:
@@ -201,7 +227,8 @@ def _flash(args):
         return 0
     n, m = len(result["copied"]), len(result["unchanged"])
     print(
-        f"{args.device}: {n} file(s) copied ({result['bytes_copied']} bytes), {m} unchanged, "
+        f"{args.device}: {plural(n, 'file')} copied ({result['bytes_copied']} bytes), "
+        f"{m} unchanged, "
         f"{result['verified']} verified by sha256"
     )
     if result.get("acked") is not None:

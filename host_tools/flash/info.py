@@ -29,9 +29,10 @@ def check_runtime(facts, board):
             "`zeroburn install-micropython --device PORT --board NAME --firmware FILE.bin`"
         )
     machine = facts.get("machine") or ""
-    if not board.virtual and " with " in machine:
+    # "Generic ESP32 module with ESP32S3" on a board; a virtual board says "... with virtual"
+    if " with " in machine:
         chip = machine.rsplit(" with ", 1)[1].strip().replace("-", "").lower()
-        if chip.startswith("esp") and chip != board.chip:
+        if chip in boards.CHIPS and chip != board.chip:
             raise ZeroburnError(
                 f"the board says it is {machine!r}, not an {board.chip}: "
                 f"pick the right --board ({', '.join(boards.names())})"

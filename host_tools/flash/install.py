@@ -61,6 +61,11 @@ def _install(args):
         cmds = esptool_commands(board, args.device, fw, args.baud, erase=not args.no_erase)
     except ValueError as e:
         raise ZeroburnError(str(e))
+    port = str(args.device)
+    if not args.dry_run and sys.platform != "win32" and "://" not in port:
+        if not Path(port).exists():
+            # as `flash` says it, before esptool's own error and the bootloader advice
+            raise ZeroburnError(f"{port} does not exist: is the board plugged in?")
     for cmd in cmds:
         print("esptool " + " ".join(cmd), flush=True)
         if args.dry_run:

@@ -229,6 +229,7 @@ def run_fleet(
     work=None,
     progress_stream=sys.stderr,
     heap=DEFAULT_HEAP,
+    app=None,
 ):
     """Boot `devices` boards, wait for each to have `messages` acknowledged, return the summary."""
     from host_tools.build import staging
@@ -261,7 +262,13 @@ def run_fleet(
         cfg = platform_config(state, pk, ps, port=plat.mqtts_port)
         cfg["interval_s"] = interval
         template = work / "template"
-        staging.stage(template, config=cfg, ca_pem=Path(plat.ca_path).read_text(), runtime=runtime)
+        staging.stage(
+            template,
+            config=cfg,
+            ca_pem=Path(plat.ca_path).read_text(),
+            runtime=runtime,
+            app=app,
+        )
         prewarm_board_runtime(runtime)
         progress = Progress(stats, messages, progress_stream)
         kinds = Chaos.KINDS if not external else ("wifi_drop", "power_cut")  # not ours to restart
@@ -419,15 +426,35 @@ def format_summary(s):
 
 def configure(parser, name):
     parser.add_argument("--devices", type=int, required=True, help="number of virtual boards")
-    parser.add_argument("--messages", type=int, default=5, help="telemetry messages per board")
-    parser.add_argument("--interval", type=int, default=1, help="telemetry interval (s)")
-    parser.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=5,
+        help="telemetry messages per board (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--interval", type=int, default=1, help="telemetry interval in s (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=["cpython", "micropython"],
+        default="cpython",
+        help="cpython: many boards in one process; micropython: one VM per board "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--app",
+        metavar="DIR",
+        help="your application folder (main.py, drivers, files) instead of the example main.py",
+    )
     parser.add_argument(
         "--platform", metavar="STATE_DIR", help="platform state folder (default: a fresh one)"
     )
     parser.add_argument("--chaos", action="store_true", help="sprinkle bounded faults")
     parser.add_argument(
-        "--heap", default=DEFAULT_HEAP, help="GC heap of each MicroPython board (-X heapsize)"
+        "--heap",
+        default=DEFAULT_HEAP,
+        help="GC heap of each MicroPython board (-X heapsize; default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, help="MACs and the chaos schedule derive from it (default: random)"
@@ -448,6 +475,7 @@ def _run(args):
         args.timeout,
         args.seed,
         heap=args.heap,
+        app=args.app,
     )
     print(format_summary(summary))
     if args.json:

@@ -11,6 +11,13 @@ from pathlib import Path
 
 from host_tools import paths
 from host_tools.errors import ZeroburnError
+from host_tools.platform import local
+from host_tools.platform.registry import EVENT_KINDS
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "https": 8443}
+# The ports a state folder's platform last listened on: a restart without --port/--tls-port
+# gets them again, so boards configured with them find it (serve.json exists only while it runs).
+PORTS_FILE = local.PLATFORM_PORTS_FILE
 
 
 def _state(parser):
@@ -31,13 +38,22 @@ def configure(parser, name):
     _state(p)
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (%(default)s)")
     p.add_argument(
-        "--port", type=int, default=1883, help="MQTT port, TLS or plain TCP (0 = any free)"
+        "--port",
+        type=int,
+        help=f"MQTT port, TLS or plain TCP, 0 = any free (default: the one this state folder "
+        f"used last, else {DEFAULT_PORTS['mqtt']})",
     )
-    p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS port, 0 = any free")
+    p.add_argument(
+        "--tls-port",
+        type=int,
+        help=f"MQTT over TLS port, 0 = any free (default: the one this state folder used last, "
+        f"else {DEFAULT_PORTS['mqtts']})",
+    )
     p.add_argument(
         "--https-port",
         type=int,
-        help="HTTPS registration port (default 8443; any free one when --tls-port is 0)",
+        help=f"HTTPS registration port, 0 = any free (default: the one this state folder used "
+        f"last, else {DEFAULT_PORTS['https']}; any free one when --tls-port is 0)",
     )
     p.add_argument(
         "--tls-chain",
@@ -46,18 +62,26 @@ def configure(parser, name):
         help="certificate chain: rsa (Aliyun's shape, default) or ecdsa (older zeroburn)",
     )
     p.add_argument("--tls13", action="store_true", help="offer TLS 1.3 too (default: 1.2 only)")
-    p.add_argument("--linger", type=float, default=15.0, help="close registration sessions after")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="close a registration session this many seconds after the reply, if the device "
+        "has not (default: %(default)s)",
+    )
     p.add_argument(
         "--uplink-qps",
         type=float,
         metavar="N",
-        help="messages a device may publish per second, past it dropped (Aliyun's 30; 0 = off)",
+        help="messages a device may publish per second, past it dropped (default: Aliyun's 30; "
+        "0 = off)",
     )
     p.add_argument(
         "--uplink-bytes-per-s",
         type=int,
         metavar="N",
-        help="topic + payload bytes a device may publish per second (1 MiB; 0 = off)",
+        help="topic + payload bytes a device may publish per second (default: 1 MiB; 0 = off)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     p.set_defaults(handler=serve)
@@ -67,9 +91,13 @@ def configure(parser, name):
     p.set_defaults(handler=lambda a: p.print_help() or 1)
     q = psub.add_parser("add", help="create a product (key and secret generated when omitted)")
     _state(q)
-    q.add_argument("--product-key", metavar="PK")
-    q.add_argument("--product-secret", metavar="PS")
-    q.add_argument("--no-dynamic-registration", action="store_true")
+    q.add_argument("--product-key", metavar="PK", help="its ProductKey (default: generated)")
+    q.add_argument("--product-secret", metavar="PS", help="its ProductSecret (default: generated)")
+    q.add_argument(
+        "--no-dynamic-registration",
+        action="store_true",
+        help="create it with dynamic registration off (devices cannot register themselves)",
+    )
     q.set_defaults(handler=product_add)
     q = psub.add_parser("list", help="list products (secrets are not shown)")
     _state(q)
@@ -95,9 +123,7 @@ def configure(parser, name):
     p = sub.add_parser("events", help="registrations, logins, refusals, disconnects, errors")
     _state(p)
     p.add_argument("--device", metavar="DN")
-    p.add_argument(
-        "--kind", help="register, login, refuse, disconnect, kick, throttle, protocol_error, ..."
-    )
+    p.add_argument("--kind", choices=EVENT_KINDS, help="only events of this kind")
     p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
     p.set_defaults(handler=events)
 
@@ -115,7 +141,12 @@ def configure(parser, name):
         q = dsub.add_parser(action, help=help_text)
         _state(q)
         q.add_argument("device_name", metavar="DN")
-        q.add_argument("--product", metavar="PK", help="needed when the name is in several")
+        if action == "add":
+            q.add_argument("--product", metavar="PK", required=True, help="the device's product")
+        else:
+            q.add_argument(
+                "--product", metavar="PK", help="needed when the name is in several products"
+            )
         if action == "keep":
             q.add_argument("client_id", metavar="CLIENT_ID")
         q.set_defaults(handler=device_action, action=action)
@@ -150,15 +181,19 @@ def serve(args):
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(message)s",
     )
+    ports_file = Path(args.state) / PORTS_FILE
+    last = _last_ports(ports_file)
+    mqtt_port = args.port if args.port is not None else last["mqtt"]
+    mqtts_port = args.tls_port if args.tls_port is not None else last["mqtts"]
     plat = Platform(
         args.state,
         bind=args.bind,
-        mqtt_port=args.port,
-        mqtts_port=args.tls_port,
+        mqtt_port=mqtt_port,
+        mqtts_port=mqtts_port,
         linger_s=args.linger,
         https_port=args.https_port
         if args.https_port is not None
-        else (8443 if args.tls_port else 0),
+        else (last["https"] if args.tls_port != 0 else 0),
         tls_chain=args.tls_chain,
         tls_max_version="1.3" if args.tls13 else "1.2",
         **{
@@ -176,12 +211,26 @@ def serve(args):
     try:
         plat.start()
     except OSError as e:
-        raise ZeroburnError(f"cannot listen on {args.bind}: {e.strerror or e}")
+        plat.registry.close()
+        why = ""
+        if last is not DEFAULT_PORTS and (args.port is None or args.tls_port is None):
+            why = (
+                f" (ports {last['mqtt']}/{last['mqtts']} are the ones this state folder used "
+                "last, "
+                f"recorded in {ports_file}; boards are configured with them. Free them, or pass "
+                "--port/--tls-port, e.g. 0 for any free port)"
+            )
+        raise ZeroburnError(
+            f"cannot listen on {args.bind} ports {mqtt_port}/{mqtts_port}: {e.strerror or e}{why}"
+        )
+    except ZeroburnError:
+        plat.registry.close()
+        raise
+    ports = {"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "https": plat.https_port}
+    ports_file.write_text(json.dumps(ports) + "\n")
     ready = json.dumps(
         {
-            "mqtt": plat.mqtt_port,
-            "mqtts": plat.mqtts_port,
-            "https": plat.https_port,
+            **ports,
             "ca": plat.ca_path,
             "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "open_files_left": plat.files_left(),
@@ -200,6 +249,20 @@ def serve(args):
         ready_file.unlink(missing_ok=True)
         print("zeroburn platform: stopped", file=sys.stderr)
     return 0
+
+
+def _last_ports(path):
+    """The ports recorded in path; DEFAULT_PORTS (the same object) when there are none. A file
+    written before the HTTPS port existed keeps its MQTT ports and gets the default HTTPS one."""
+    try:
+        d = json.loads(path.read_text())
+        if all(type(d[k]) is int and 0 < d[k] < 65536 for k in ("mqtt", "mqtts")):
+            h = d.get("https")
+            ok = type(h) is int and 0 < h < 65536
+            return {"mqtt": d["mqtt"], "mqtts": d["mqtts"], "https": h if ok else 8443}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return DEFAULT_PORTS
 
 
 def product_add(args):
@@ -224,9 +287,11 @@ def product_list(args):
     reg.close()
     if args.json:
         return _print_json(rows)
+    if rows:
+        print(f"{'PRODUCT':<20}  {'DYNAMIC REGISTRATION':<20}  CREATED (UTC)")
     for r in rows:
         dyn = "on" if r["dynamic_registration"] else "off"
-        print(f"{r['product_key']}  dynamic registration {dyn}  created {_when(r['created'])}")
+        print(f"{r['product_key']:<20}  {dyn:<20}  {_when(r['created'])}")
 
 
 def product_set(args):
@@ -241,6 +306,8 @@ def product_set(args):
         _print_json(
             {"productKey": args.product_key, "dynamic_registration": args.dynamic_registration}
         )
+    else:
+        print(f"{args.product_key}: dynamic registration {args.dynamic_registration}")
 
 
 def devices(args):
@@ -249,11 +316,18 @@ def devices(args):
     reg.close()
     if args.json:
         return _print_json(rows)
+    if not rows:
+        print("no devices", file=sys.stderr)
+        return 0
+    print(
+        f"{'PRODUCT':<12}  {'DEVICE':<24}  {'STATUS':<8}  {'ONLINE':<7}  REGISTRATIONS"
+        "\n    CLIENT ID  STATE  CREATED (UTC)"
+    )
     for d in rows:
         state = "online" if d["online"] else "offline"
         print(
-            f"{d['product_key']}  {d['device_name']}  {d['status']}  {state}  "
-            f"{d['registrations']} registration(s)"
+            f"{d['product_key']:<12}  {d['device_name']:<24}  {d['status']:<8}  {state:<7}  "
+            f"{d['registrations']}"
         )
         for c in d["client_ids"]:
             print(f"    {c['client_id']}  {c['state']}  {_when(c['created'])}")
@@ -269,9 +343,11 @@ def messages(args):
         for r in rows:
             r["payload"] = r["payload"].decode("utf-8", "replace")
         return _print_json(rows)
+    if rows:
+        print(f"{'TIME (UTC)':<23}  {'DEVICE':<24}  QOS  TOPIC  PAYLOAD")
     for r in rows:
         body = r["payload"].decode("utf-8", "replace")
-        print(f"{_when(r['time'])}  {r['device_name']}  q{r['qos']}  {r['topic']}  {body}")
+        print(f"{_when(r['time'])}  {r['device_name']:<24}  q{r['qos']}   {r['topic']}  {body}")
 
 
 def events(args):
@@ -280,9 +356,13 @@ def events(args):
     reg.close()
     if args.json:
         return _print_json(rows)
+    if not rows:
+        print("no events" + (f" of kind {args.kind}" if args.kind else ""), file=sys.stderr)
+        return 0
+    print(f"{'TIME (UTC)':<23}  {'KIND':<14} {'DEVICE':<24}  CAUSE / DETAIL")
     for r in rows:
         extra = " ".join(str(x) for x in (r["cause"], r["detail"]) if x)
-        print(f"{_when(r['time'])}  {r['kind']:<14} {r['device_name'] or '-'}  {extra}")
+        print(f"{_when(r['time'])}  {r['kind']:<14} {r['device_name'] or '-':<24}  {extra}")
 
 
 def device_action(args):

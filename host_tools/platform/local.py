@@ -9,6 +9,8 @@ from pathlib import Path
 PLATFORM_TLS_PORT = 8883
 # The platform writes its listening ports here when it is running (its ready line as JSON).
 PLATFORM_READY_FILE = "serve.json"
+# ... and here, kept after it stops: a restart of `platform serve` listens on them again.
+PLATFORM_PORTS_FILE = "ports.json"
 
 
 def _norm(name):
@@ -58,14 +60,15 @@ def platform_secret(state_dir, product_key):
 
 
 def platform_port(state_dir):
-    """The running platform's TLS port (from its ready file), else its default."""
-    try:
-        ready = json.loads((Path(state_dir) / PLATFORM_READY_FILE).read_text())
-        port = ready["mqtts"]
-        if type(port) is int and 0 < port < 65536:
-            return port
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    """The running platform's TLS port (from its ready file), else the one it used last (what
+    a restart listens on again), else its default."""
+    for name in (PLATFORM_READY_FILE, PLATFORM_PORTS_FILE):
+        try:
+            port = json.loads((Path(state_dir) / name).read_text())["mqtts"]
+            if type(port) is int and 0 < port < 65536:
+                return port
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     return PLATFORM_TLS_PORT
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from host_tools.platform import auth, codec, https, registry, tls
 from host_tools.platform.auth import AuthError
 from host_tools.platform.listener import OnePortListener
+from host_tools.platform.statelock import StateLock
 from host_tools.platform.writer import Writer
 
 log = logging.getLogger("zeroburn.platform")
@@ -740,6 +741,7 @@ class Platform:
         )
         self.ca_path = str(ca)
         self.registry = registry.Registry(self.state_dir)
+        self._lock = StateLock(self.state_dir)
         self.pid = os.getpid()
         self.loop = None
         self._thread = None
@@ -783,6 +785,14 @@ class Platform:
     def start(self, timeout=30.0):
         if self.running:
             raise RuntimeError("platform already running")
+        self._lock.acquire()  # StateBusy before anything in the state folder changes
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self, timeout):
         self.open_files = raise_open_files() if self.settings["raise_open_files"] else None
         ready = threading.Event()
         failure = []
@@ -823,6 +833,7 @@ class Platform:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout)
             self._thread = None
+            self._lock.release()
 
     def close(self):
         self.stop()

@@ -134,7 +134,9 @@ def test_board_run_refuses_bad_arguments(tmp_path):
         ([], "has no config.json"),
         (["--mac", "nonsense"], "must be 6 bytes in hex"),
         (["--heap", "12"], "must be a size like 48K"),
-        (["--config", "x.json", "--platform", "p"], "not both"),
+        # with --platform, a --config is the user's own, its endpoint replaced: it must exist
+        (["--config", "x.json", "--platform", "p"], "x.json does not exist"),
+        (["--ca", "x.pem"], "--ca goes with --config"),
     ):
         p = subprocess.run(
             [str(VENV_BIN / "zeroburn"), "board", "run", "--flash", str(flash), *args],

@@ -10,7 +10,7 @@ from tests.firmware.cpy import HERE
 
 # The 48K. On this 64-bit VM the full cycle (this harness's fake board and clock included)
 # completes in 42K today; where the cliff lies moves by a kilobyte or two with the heap's layout
-# (README "Memory and size"). ZB_HEAP=40K shows how a failure reads.
+# (docs/firmware.md section 8). ZB_HEAP=40K shows how a failure reads.
 HEAP = os.environ.get("ZB_HEAP", "48K")
 
 

@@ -135,8 +135,9 @@ def test_install_micropython_cli(tmp_path):
     assert p.returncode == 1
     assert "built for ESP32-S3, but board esp32-devkitc has an esp32" in p.stderr
     assert "esptool --chip" not in p.stdout  # nothing was run
+    # the virtual board is not offered: MicroPython is part of it
     p = zeroburn("install-micropython", "--device", "x", "--board", "virtual", "--firmware", fw)
-    assert p.returncode == 1 and "virtual" in p.stderr
+    assert p.returncode == 2 and "invalid choice: 'virtual'" in p.stderr
 
 
 # ---- CA bundle -------------------------------------------------------------------------

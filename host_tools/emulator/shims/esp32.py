@@ -6,6 +6,7 @@ import os
 import zbboard
 
 _ERR_INVALID_LENGTH = -0x110C  # ESP_ERR_NVS_INVALID_LENGTH: get_blob buffer too small
+_ERR_NOT_FOUND = -0x1102  # ESP_ERR_NVS_NOT_FOUND (-4354): the port negates IDF codes (FACTS.md)
 _KEY_MAX = 15
 _pending = {}  # namespace -> {key: (kind, bytes) or None}: set but not committed (lost at reset)
 
@@ -47,7 +48,7 @@ class NVS:
         else:
             entry = self._load(key)
         if entry is None:
-            raise OSError(errno.ENOENT, "ESP_ERR_NVS_NOT_FOUND")
+            raise OSError(_ERR_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
         if entry[0] != kind:
             raise OSError(-0x1104, "ESP_ERR_NVS_TYPE_MISMATCH")
         return entry[1]
@@ -86,7 +87,7 @@ class NVS:
         pend = _pending[self.ns]
         exists = (pend[key] is not None) if key in pend else self._load(key) is not None
         if not exists:
-            raise OSError(errno.ENOENT, "ESP_ERR_NVS_NOT_FOUND")
+            raise OSError(_ERR_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
         pend[key] = None
 
     def commit(self):

@@ -27,6 +27,26 @@ def ilistdir(path="."):
         yield (entry[0], entry[1], 0, size)
 
 
+class _Uname:
+    def __init__(self):
+        import sys
+
+        v = sys.implementation.version
+        self.sysname = "virtual"
+        self.nodename = "virtual"
+        self.release = "%d.%d.%d" % (v[0], v[1], v[2])
+        self.version = sys.version
+        self.machine = sys.implementation._machine
+
+    def __getitem__(self, i):
+        return (self.sysname, self.nodename, self.release, self.version, self.machine)[i]
+
+
+def uname():
+    """As the ESP32 port has it (the unix port has none): machine names the board's chip."""
+    return _Uname()
+
+
 def listdir(path="."):
     return [e[0] for e in ilistdir(path)]
 

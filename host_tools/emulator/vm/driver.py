@@ -45,6 +45,26 @@ def _kbd_intr(chr):
 _mp.kbd_intr = _kbd_intr
 sys.modules["micropython"] = _mp
 
+
+class _Proxy:
+    """A built-in module's attributes, some replaced (import looks in sys.modules first)."""
+
+
+# sys as a board has it: sys.implementation._machine names the chip (ZB_MACHINE, from the
+# virtual board's board file, "... with <chip>" as the ESP32 port says "... with ESP32S3"), so
+# the tools' chip check applies to a virtual board as to a real one.
+_impl = _Proxy()
+for _name in ("name", "version", "_mpy", "_build", "_machine"):
+    if hasattr(sys.implementation, _name):
+        setattr(_impl, _name, getattr(sys.implementation, _name))
+_impl._machine = os.getenv("ZB_MACHINE") or _impl._machine
+_sys = _Proxy()
+for _name in dir(sys):
+    if not _name.startswith("__"):
+        setattr(_sys, _name, getattr(sys, _name))
+_sys.implementation = _impl
+sys.modules["sys"] = _sys
+
 _main = {"__name__": "__main__"}
 # A board's built-in modules, loaded before anything of the firmware, as a board has them in ROM:
 # the heap they take is what board.vm_shims measures and adds on top of --heap, and the names
