@@ -1,4 +1,5 @@
 # umqtt.simple with our own connect(): verified TLS through a deadline-bounded transport.
+import errno
 import struct
 import time
 
@@ -38,12 +39,24 @@ class Client(MQTTClient):
         super().__init__(client_id, "-", 0, user, password, keepalive)
         self.opener = opener
 
+    # umqtt.simple does `self.pid += 1` and sends it, never wrapping: after 65,535 it would
+    # send 0 (or 65,536's low bytes), whose PUBACK never matches. Packet ids run 1..65535.
+    @property
+    def pid(self):
+        return self._pid
+
+    @pid.setter
+    def pid(self, n):
+        self._pid = (n - 1) % 65535 + 1
+
     def connect(self, clean_session=True, timeout=None):
+        """opener() (DNS, TCP, TLS under one deadline), CONNECT, CONNACK under the same one."""
         self.sock = self.opener()
         self.sock.write(connect_packet(self.client_id, self.user, self.pswd, self.keepalive))
         resp = self.sock.read(4)
+        self.sock.deadline(None)
         if resp[0] != 0x20 or resp[1] != 2:
-            raise OSError(71)  # EPROTO: not a CONNACK
+            raise OSError(errno.ECONNABORTED)  # not a CONNACK
         if resp[3]:
             raise MQTTException(resp[3])
         return resp[2] & 1
@@ -57,7 +70,7 @@ class Client(MQTTClient):
         rx = time.ticks_diff(now, t.rx)
         tx = time.ticks_diff(now, t.tx)
         if rx > ka:
-            raise OSError(110)
+            raise OSError(errno.ETIMEDOUT)
         if tx >= ka // 2 or (rx >= ka // 2 and tx >= ka // 4):
             self.ping()
 

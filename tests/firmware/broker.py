@@ -84,6 +84,8 @@ class Broker:
         self.reg_rc = None
         self.conn_rc = None
         self.reply = None
+        self.reply_qos = 0  # QoS of the /ext/regnwl reply (Aliyun: 0)
+        self.reg_before = b""  # raw bytes sent after a registration's CONNACK 0, before the reply
         self.down = 0
         self.silent = False
         self.mute_after = None
@@ -256,8 +258,9 @@ class Broker:
             self.tokens[(pk, dn)] = (cid, token)
         else:
             reply = self.reply
+        s.sendall(self.reg_before)
         if reply is not False:  # False: withhold the reply
-            s.sendall(publish_packet("/ext/regnwl", reply))
+            s.sendall(publish_packet("/ext/regnwl", reply, qos=self.reply_qos))
         s.settimeout(5)
         try:
             head, _ = read_packet(s)  # the device's DISCONNECT, or it just closes

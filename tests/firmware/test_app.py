@@ -215,3 +215,20 @@ def test_out_of_memory_three_times_in_a_row_resets_the_board_keeping_samples(boa
     log, r = board(10)
     assert any("samples restored from RTC memory" in line for line in log)
     assert set(queued) <= set(ids(broker))
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [{"reply_qos": 2}, {"reg_before": b"\xd0\x02\x00\x00"}],
+    ids=["reply-at-qos2", "pingresp-with-a-body"],
+)
+def test_bad_exchange_after_connack_backs_off_long(board, broker, knob):
+    """umqtt.simple raises AssertionError at either; after CONNACK 0 that is the registration's
+    failure (long reg_backoff_s), never a network one (seconds: 5 slots gone in 20 s)."""
+    for k, v in knob.items():
+        setattr(broker, k, v)
+    log, r = board(55, reg_backoff_s=60, interval_s=60)  # waits 60 to 120 s after a failure
+    assert len(events(broker, "regnwl")) == 1, log
+    assert any(line.startswith("[reg] W: no usable /ext/regnwl reply") for line in log), log
+    assert r["sleeps"] and min(r["sleeps"]) >= 60000, r["sleeps"]
+    assert not r["has_token"] and r["regs"] == 0
