@@ -13,10 +13,10 @@ _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an er
 
 
 def open_tls(ctx, host, port, ms, feed, total=None):
-    """DNS, TCP connect and TLS handshake (certificate and host name checked) under one deadline
-    of `total` ms (default: ms), fed between steps and in every wait. The returned Transport keeps that
-    deadline set: the handshake completes on the first write (the MQTT CONNECT), and the
-    CONNACK read is bounded by it too, until the caller's deadline(None).
+    """DNS, TCP connect and TLS handshake (certificate and host name checked) under one
+    deadline of `total` ms (default: ms), fed between steps and in every wait. The returned
+    Transport keeps that deadline set: the handshake completes on the first write (the MQTT
+    CONNECT), and the CONNACK read is bounded by it too, until the caller's deadline(None).
 
     Only DNS cannot be cut short: on ESP32 getaddrinfo is a blocking lwIP call with lwIP's
     own retry bound, so config keeps wdt_s above connect_s (README "Watchdog")."""

@@ -1,5 +1,6 @@
 # Boot phase, loaded once by app and then dropped from the heap: safe mode, config, hardware,
-# the boot TLS context, the device name, samples kept in RTC memory, the stored token, the watchdog.
+# the boot TLS context, the device name, samples kept in RTC memory, the stored token, the
+# watchdog.
 import gc
 import json
 import os
