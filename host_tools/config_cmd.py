@@ -273,6 +273,9 @@ def configure(parser, name):
     check = sub.add_parser("check", help="validate a config file (secrets are never shown)")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--json", action="store_true", help="machine-readable result")
+    check.add_argument(
+        "--board", metavar="NAME", help="also check it against this board (e.g. its GPIOs)"
+    )
     check.set_defaults(handler=_check)
 
 
@@ -342,6 +345,10 @@ def _init(args):
 def _check(args):
     try:
         d, cfg, sources = load(args.file)
+        if getattr(args, "board", None):
+            from host_tools import boards
+
+            boards.check_config(d, boards.load(args.board))
     except ValueError as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e)}))
