@@ -2,9 +2,9 @@
 # virtual Wi-Fi is up and the board is not partitioned (then it times out like a lost UDP reply).
 # As the port's ntptime.py: its DNS lookup is not bounded by `timeout` (a stalled DNS takes
 # lwIP's own time, see socket.py), and a short reply raises ValueError from struct.unpack.
+import socket
 import time
 
-import socket
 import zbboard
 
 host = "pool.ntp.org"
