@@ -39,9 +39,12 @@ def run(a):
             log("net", "time set by NTP")
             a.synced = True
             break
-    if not a.synced and a.clock.unix_ms() > 1735689600000:  # 2025-01-01: never set before
-        log("net", "W: NTP failed; the clock looks set, going on")
-        a.synced = True
+    if not a.synced:  # every ntptime error (OSError, ValueError, ...) ends up here
+        if a.clock.unix_ms() > 1735689600000:  # 2025-01-01: never set before
+            log("net", "W: NTP failed; the clock looks set, going on")
+            a.synced = True
+        else:
+            log("net", "W: NTP failed; no TLS before the clock is set")
     return a.synced
 
 

@@ -30,7 +30,8 @@ while True:
     )
     b.start()
     b.wait_for("R link 2 True", 20)
-    b.wifi_flap(down_s=0.3, up_s=0.3, count=2)
+    # up long enough for the driver's re-association (the station reconnects by itself)
+    b.wifi_flap(down_s=0.3, up_s=1.0, count=2)
     b.wait_for("R link 6 True", 20)  # down, up, down, up: two flaps, then it stays up
     assert b.count(r"R link \d+ False") == 3  # the first line is the initial "not yet"
 

@@ -167,7 +167,8 @@ def test_mpremote_fs_exec_run_resets_and_mount(served, tmp_path):
     p = mpremote(link, "reset")
     assert p.returncode == 0, p.stderr
     console.wait("main.py running")  # the chip restarted and runs the firmware again
-    p = mpremote(link, "exec", "import machine; print('cause', machine.reset_cause())")
+    # `resume`: mpremote's first raw REPL otherwise soft-resets, and SOFT_RESET would show
+    p = mpremote(link, "resume", "exec", "import machine; print('cause', machine.reset_cause())")
     assert p.returncode == 0, p.stderr
     assert "cause 2" in p.stdout
 

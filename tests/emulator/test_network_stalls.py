@@ -1,9 +1,11 @@
 # The firmware on a virtual board whose network stalls the ways a real one does: a DNS server
 # that never answers (lwIP blocks, unfed, then fails), a TCP peer that accepts and then says
 # nothing, a TLS peer that stalls mid-handshake (its first flight at one byte a second, which
-# no per-read timeout ever ends). Each time the board must neither hang nor reset (the
-# watchdog at its minimum, 20 s), and must come back online when the network does. Both runtimes.
+# no per-read timeout ever ends), and Wi-Fi that goes and comes back. Each time the board must
+# neither hang nor reset (the watchdog at its minimum, 20 s), and must come back online when
+# the network does. Both runtimes.
 import errno
+import json
 import socket
 import threading
 import time
@@ -138,8 +140,53 @@ def test_stalled_dns_tcp_and_tls_neither_hang_nor_reset_the_board(runtime, platf
             timed_out = r"\[net\] W: OSError \(%d,\)" % errno.ETIMEDOUT
             outage(mode("stall"), mode("relay"), timed_out)
             outage(mode("trickle"), mode("relay"), timed_out)
+            # Wi-Fi gone and back: the driver reconnects by itself; a second wlan.connect()
+            # meanwhile would raise OSError("Wifi Internal Error") (micropython #17661)
+            n = len(b.lines)
+            b.wifi(False)
+            b.wait_for(r"\[net\] W: ", 60, start=n)
+            time.sleep(2)
+            b.wifi(True)
+            b.wait_for(r"\[net\] wifi up", 60, start=n)
+            b.wait_for(r"\[tel\] acked #", 90, start=len(b.lines))
+            assert not b.count("Wifi Internal Error")
             assert b.reset_causes == [1], b.reset_causes  # no watchdog reset, ever
             assert not b.count(r"rst:0x7")
             assert not b.count(r"\[reg\] registering .*") > 1  # the token was kept throughout
     finally:
         sw.close()
+
+
+@pytest.mark.parametrize(
+    "chip, micropython, temp, pin_ok",
+    [
+        ("esp32-c3-devkitm-1", "1.22", False, False),  # GPIO 0-21; mcu_temperature from 1.23
+        ("esp32-s3-devkitc-1", "1.23", True, False),  # no GPIO 22-25
+        ("esp32-devkitc", "1.28", False, True),  # raw_temperature only: uncalibrated, unread
+    ],
+)
+def test_board_specifics_never_stop_boot_nor_give_wrong_values(
+    runtime, platform, tmp_path, chip, micropython, temp, pin_ok
+):
+    """An NTP reply ntptime cannot parse (ValueError) takes the NTP-failed path; a
+    safe_mode_pin the chip lacks (machine.Pin raises ValueError) is reported and boot goes on;
+    temp_c is sent only where the port has a calibrated sensor (mcu_temperature)."""
+    pk, _ = platform.add_product()
+    cfg = platform_config(
+        platform.state_dir, pk, port=platform.mqtts_port, interval_s=1, safe_mode_pin=22
+    )
+    with VirtualBoard(
+        tmp_path / "flash", runtime=runtime, heap=HEAP, chip=chip, micropython=micropython
+    ) as b:
+        b.install(config=cfg, ca_pem=platform.ca_path)
+        b.ntp("short")
+        b.start()
+        b.wait_for(r"\[net\] W: NTP failed; no TLS before the clock is set", 60)
+        b.ntp(None)
+        b.wait_for(r"\[tel\] acked #2", 90)
+        assert (b.count(r"\[boot\] W: safe_mode_pin 22: ") == 1) is not pin_ok
+        assert not b.count("ValueError")  # neither escaped to a back-off nor to the REPL
+        dn = b.mac.replace(":", "")
+    stored = platform.registry.messages(device_name=dn, product_key=pk)
+    sent = [json.loads(m["payload"]) for m in stored if m["topic"].endswith("/user/update")]
+    assert sent and all(("temp_c" in d) is temp for d in sent), sent

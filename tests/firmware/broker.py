@@ -21,6 +21,12 @@ def _read_exact(s, n):
         if not chunk:
             raise ConnectionError("peer closed")
         data += chunk
+        # acknowledge at once: a delayed ACK (40 ms) against the device's Nagle would pace a
+        # publish written in several pieces at one per 40 ms
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except (OSError, AttributeError):
+            pass
     return data
 
 
@@ -81,6 +87,7 @@ class Broker:
         self.tokens = {}  # (pk, dn) -> (clientId, token)
         self.events = []
         self.published = []  # (topic, payload) accepted by connwl sessions
+        self.pids = []  # the packet id of each (None at QoS 0)
         self.reg_rc = None
         self.conn_rc = None
         self.reply = None
@@ -206,6 +213,7 @@ class Broker:
                     continue
                 with self.lock:
                     self.published.append((topic, payload))
+                    self.pids.append(pid)
                 if qos:
                     s.sendall(b"\x40\x02" + struct.pack("!H", pid))
                 if topic.endswith("/request") and topic.startswith("/ext/ntp/"):

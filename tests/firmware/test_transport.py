@@ -83,3 +83,12 @@ def test_umqtt_has_what_the_subclass_relies_on(run, umqtt_version):
     """Our Client uses only these names of umqtt.simple (1.3.4 and micropython-lib 1.4+)."""
     out = run.call("fw_umqtt_contract", "check")
     assert out.strip() == "OK", out
+
+
+def test_packet_ids_wrap_and_every_publish_is_acknowledged(flash, broker):
+    broker.tokens[(PK, "240ac4123456")] = ("cid1", "tok1")
+    out = flash.call(
+        "fw_seam", "wrap", "localhost", broker.port, "ca.pem", 3000, "cid1", "tok1", 65533
+    )
+    assert out.split() == ["ACKED", "65534", "ACKED", "65535", "ACKED", "1", "ACKED", "2"], out
+    assert broker.pids == [65534, 65535, 1, 2]  # never 0, never 65,536 truncated

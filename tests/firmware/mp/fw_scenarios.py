@@ -109,8 +109,64 @@ class FakeClock(Clock):
         return self.now // 1000
 
 
+class VirtualTime:
+    """Stands in for the `time` module of zeroburn.clock: ticks of a 32-bit port (period
+    2**30 ms, which the VM's 64-bit ticks never reach), starting `start` ms before the wrap;
+    every sleep advances virtual time `scale` times as far and returns at once."""
+
+    PERIOD = 1 << 30
+
+    def __init__(self, real, start, scale, limit_ms):
+        self.real = real
+        self.t0 = self.PERIOD - start
+        self.now = 0  # virtual ms since boot
+        self.scale = scale
+        self.limit = limit_ms
+
+    def ticks_ms(self):
+        return (self.t0 + self.now) % self.PERIOD
+
+    def ticks_add(self, t, d):
+        return (t + d) % self.PERIOD
+
+    def ticks_diff(self, a, b):
+        d = (a - b) % self.PERIOD
+        return d - self.PERIOD if d >= self.PERIOD // 2 else d
+
+    def sleep_ms(self, ms):
+        self.now += ms * self.scale
+        if self.now > self.limit:
+            raise Stop("virtual time limit")
+
+    def gmtime(self, secs=0):
+        return self.real.gmtime(secs)
+
+    def time_ns(self):
+        return self.real.time_ns() + self.now * 1000000
+
+
+def wrap_clock(start, scale, limit_ms):
+    """The firmware's own Clock, running on VirtualTime."""
+    import time
+
+    from zeroburn import clock
+
+    vt = VirtualTime(time, start, scale, limit_ms)
+    clock.time = vt
+    c = clock.Clock()
+    c.sleeps = []
+    c.vt = vt
+    return c
+
+
 def out_of_memory():
     raise MemoryError("memory allocation failed, allocating 4096 bytes")
+
+
+def out_of_tls_memory():
+    import errno
+
+    raise OSError(errno.ENOMEM)  # what mbedTLS's failed allocation raises
 
 
 def boot():
@@ -131,12 +187,13 @@ def boot():
     except OSError:
         pass
     hw.wifi = p.get("wifi", True)
-    clock = FakeClock(p["limit_ms"])
+    w = p.get("wrap")
+    clock = wrap_clock(w[0], w[1], p["limit_ms"]) if w else FakeClock(p["limit_ms"])
     a = app.App(cfg, hw, clock)
     a.io_ms = p.get("io_ms", 3000)
     a.reply_ms = p.get("reply_ms", 3000)
     if p.get("oom"):  # every connection attempt runs out of memory
-        a.opener = out_of_memory
+        a.opener = out_of_tls_memory if p["oom"] == "tls" else out_of_memory
     reason = None
     try:
         a.run()
@@ -152,7 +209,7 @@ def boot():
         creds.Store().load() is not None,
         [n for n, _ in a.buf.items],
         clock.sleeps,
-        clock.now,
+        clock.vt.now if w else clock.now,
         hw.feeds,
         hw.peak,
         hw.slept,
