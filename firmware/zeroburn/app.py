@@ -50,10 +50,8 @@ class App:
         self.sensors = sensors
         self.on_downlink = downlink
         self.opener = opener or self.open_tls
-        self.ctx = None  # start.prepare() builds one, link replaces it once Wi-Fi is up
-        self.ctx_rf = False  # True once the context was built with the radio on
+        self.ctx = None  # start.prepare() builds it, with the radio on
         self.io_ms = _IO_MS  # instance attributes, so tests can shorten them
-        self.connect_ms = cfg.connect_s * 1000  # DNS + TCP + TLS + CONNACK, in total
         self.reply_ms = _REPLY_MS
         self.buf = telemetry.Buffer(cfg.buffer_max)
         self.dn = self.nvs = self.rec = self.ntp_sent = None
@@ -64,9 +62,9 @@ class App:
         self.next_sample = clock.ticks()
 
     def open_tls(self):
-        return net.open_tls(
-            self.ctx, self.host, self.cfg.port, self.io_ms, self.feed, self.connect_ms
-        )
+        # DNS + TCP + TLS + CONNACK within cfg.connect_s, in total
+        c = self.cfg
+        return net.open_tls(self.ctx, self.host, c.port, self.io_ms, self.feed, c.connect_s * 1000)
 
     def feed(self):
         """Called from every wait: watchdog, and the sample timer keeps running offline."""

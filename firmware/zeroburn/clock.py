@@ -15,7 +15,7 @@ class Clock:
         self.offset_ms = (_EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0) * 1000
         # uptime: whole seconds counted out of the ticks window (2**30 ms on a 32-bit port,
         # ticks_diff right within 2**29 ms = 6.2 days) into a plain int, at every sleep slice
-        self.mark = time.ticks_ms()
+        self.boot = time.ticks_ms()
         self.up_s = 0
 
     def ticks(self):
@@ -44,8 +44,8 @@ class Clock:
     def uptime_s(self):
         """Seconds since boot, right for years (a small int for 34 of them), as long as it is
         called at least every 6.2 days: sleep_ms calls it at every slice."""
-        s = time.ticks_diff(time.ticks_ms(), self.mark) // 1000
+        s = time.ticks_diff(time.ticks_ms(), self.boot) // 1000
         if s > 0:
-            self.mark = time.ticks_add(self.mark, s * 1000)
+            self.boot = time.ticks_add(self.boot, s * 1000)
             self.up_s += s
         return self.up_s

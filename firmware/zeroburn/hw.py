@@ -14,6 +14,10 @@ class Hardware:
         return machine.unique_id()
 
     # Wi-Fi
+    def radio_on(self):
+        """The station active (RF on, not connecting): ESP-IDF's RNG is truly random from here."""
+        self.wlan.active(True)
+
     def wifi_start(self, ssid, password):
         """Start the station once; after a drop the ESP32 driver reconnects by itself (status
         STAT_CONNECTING), and connect() meanwhile raises OSError("Wifi Internal Error")."""
@@ -78,9 +82,6 @@ class Hardware:
         """esp_restart(): afterwards reset_cause() is HARD_RESET (EN/power: PWRON_RESET,
         SOFT_RESET only after a Ctrl-D soft reset). RTC memory survives it, RAM does not."""
         machine.reset()
-
-    def reset_cause(self):
-        return machine.reset_cause()
 
     def safe_mode_pin(self, pin):
         """True while the safe-mode button (active low, e.g. BOOT on GPIO0) is held;

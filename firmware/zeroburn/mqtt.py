@@ -39,15 +39,12 @@ class Client(MQTTClient):
         super().__init__(client_id, "-", 0, user, password, keepalive)
         self.opener = opener
 
-    # umqtt.simple does `self.pid += 1` and sends it, never wrapping: after 65,535 it would
-    # send 0 (or 65,536's low bytes), whose PUBACK never matches. Packet ids run 1..65535.
-    @property
-    def pid(self):
-        return self._pid
-
-    @pid.setter
-    def pid(self, n):
-        self._pid = (n - 1) % 65535 + 1
+    def publish(self, topic, msg, retain=False, qos=0):
+        # umqtt.simple does `self.pid += 1` and sends it, never wrapping: the 65,536th would go
+        # out as 0 (struct truncates), whose PUBACK never matches. Ids run 1..65535 here.
+        if self.pid > 65534:
+            self.pid = 0
+        return super().publish(topic, msg, retain, qos)
 
     def connect(self, clean_session=True, timeout=None):
         """opener() (DNS, TCP, TLS under one deadline), CONNECT, CONNACK under the same one."""

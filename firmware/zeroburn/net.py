@@ -1,4 +1,4 @@
-# Verified TLS connections (link.tls_context() builds the context) and the deadline-bounded
+# Verified TLS connections (start.tls_context() builds the context) and the deadline-bounded
 # socket-like object umqtt.simple reads and writes through. Errors carry the port's own errno
 # values (the errno module: newlib's on ESP32, ETIMEDOUT 116; Linux's on unix and CPython).
 import errno
@@ -12,15 +12,15 @@ _SLICE_MS = const(500)  # longest poll between watchdog feeds
 _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
 
 
-def open_tls(ctx, host, port, ms, feed, total=None):
+def open_tls(ctx, host, port, ms, feed, timeout=None):
     """DNS, TCP connect and TLS handshake (certificate and host name checked) under one
-    deadline of `total` ms (default: ms), fed between steps and in every wait. The returned
+    deadline of `timeout` ms (default: ms), fed between steps and in every wait. The returned
     Transport keeps that deadline set: the handshake completes on the first write (the MQTT
     CONNECT), and the CONNACK read is bounded by it too, until the caller's deadline(None).
 
     Only DNS cannot be cut short: on ESP32 getaddrinfo is a blocking lwIP call with lwIP's
     own retry bound, so config keeps wdt_s above connect_s (README "Watchdog")."""
-    until = time.ticks_add(time.ticks_ms(), total or ms)
+    until = time.ticks_add(time.ticks_ms(), timeout or ms)
     feed()
     addr = socket.getaddrinfo(host, port)[0][-1]
     feed()
@@ -28,19 +28,20 @@ def open_tls(ctx, host, port, ms, feed, total=None):
     try:
         t = Transport(raw, ms, feed)
         t.until = until
-        t._left(time.ticks_ms())  # DNS may have used it all
         raw.setblocking(False)
         try:
             raw.connect(addr)
-        except OSError as e:  # in progress: wait until writable, in slices
+        except OSError as e:  # in progress: wait until writable, in fed slices
             if e.args[0] != errno.EINPROGRESS:
                 raise
-        t.ready(select.POLLOUT)
+        start = time.ticks_ms()
+        while not t._wait(select.POLLOUT, start):  # raises at the deadline (DNS counts too)
+            pass
         # no handshake here: it is driven by the transport's non-blocking writes and reads,
         # each wait a poll under the deadline (a blocking one waits per read, with no bound)
         t.poller.unregister(raw)
         t.sock = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
-        t.hs = True
+        t.tx = None  # handshake pending (see write)
     except BaseException:
         raw.close()
         raise
@@ -62,10 +63,10 @@ class Transport:
         self.blocking = True
         self.until = None
         self.poller = select.poll()
-        self.rx = self.tx = time.ticks_ms()  # last traffic each way, for keepalive decisions
-        # TLS handshake pending: a write that cannot go on waits for the peer's next flight.
-        # (Polling for writable would return at once on ports that poll the raw fd.)
-        self.hs = False
+        # last traffic each way, for keepalive decisions; tx None: TLS handshake pending, when
+        # a write that cannot go on waits for the peer's next flight (polling for writable
+        # would return at once on ports that poll the raw fd)
+        self.rx = self.tx = time.ticks_ms()
 
     def setblocking(self, blocking):
         self.blocking = blocking
@@ -74,27 +75,17 @@ class Transport:
         """Cap every wait from now until deadline(None) at ms in total."""
         self.until = None if ms is None else time.ticks_add(time.ticks_ms(), ms)
 
-    def _left(self, start):
+    def _wait(self, event, start):
+        """One fed poll of at most _SLICE_MS; OSError(ETIMEDOUT) past either deadline."""
         now = time.ticks_ms()
         left = self.timeout - time.ticks_diff(now, start)
         if self.until is not None:
             left = min(left, time.ticks_diff(self.until, now))
         if left <= 0:
             raise OSError(errno.ETIMEDOUT)
-        return left
-
-    def _wait(self, event, start):
-        left = self._left(start)
         self.feed()
         self.poller.register(self.sock, event)
         return self.poller.poll(min(left, _SLICE_MS))
-
-    def ready(self, event):
-        """Wait, in fed slices, until the socket is ready for event (a TCP connect's end)."""
-        start = time.ticks_ms()
-        while not self._wait(event, start):
-            pass
-        self.feed()
 
     def read(self, n):
         if n > _MAX_READ:
@@ -128,9 +119,8 @@ class Transport:
             k = self.sock.write(mv[sent:])
             if k:
                 sent += k
-                self.hs = False
             else:
-                self._wait(select.POLLIN if self.hs else select.POLLOUT, start)
+                self._wait(select.POLLIN if self.tx is None else select.POLLOUT, start)
         self.tx = time.ticks_ms()
         return sent
 

@@ -1,9 +1,11 @@
 # Boot phase, loaded once by app and then dropped from the heap: safe mode, config, hardware,
-# the boot TLS context, the device name, samples kept in RTC memory, the stored token, the
+# the TLS context, the device name, samples kept in RTC memory, the stored token, the
 # watchdog.
+import binascii
 import gc
 import json
 import os
+import ssl
 
 from zeroburn import log
 from zeroburn.app import unload
@@ -48,14 +50,12 @@ def prepare(a):
     here, before the watchdog starts."""
     cfg, hw = a.cfg, a.hw
     gc.collect()
-    # first, while the heap is still unfragmented: it needs one ~3 KiB block (and a bad ca.pem
-    # is reported at boot, whatever opener the app was given). The radio is off yet, so its
-    # random seed is weak: link replaces it once Wi-Fi is up, into the block this one holds.
-    from zeroburn import link
-
-    a.ctx = link.tls_context(cfg.ca_file)
-    del link
-    unload("link")
+    # mbedTLS seeds its random generator (CTR-DRBG) when the context is made, and ESP-IDF's
+    # RNG is only truly random with the RF subsystem on: the radio first (no connection yet).
+    hw.radio_on()
+    # then the context, while the heap is still unfragmented: it needs one ~3 KiB block (and a
+    # bad ca.pem is reported at boot, whatever opener the app was given)
+    a.ctx = tls_context(cfg.ca_file)
     from zeroburn import sign
 
     a.dn = sign.device_name(hw.unique_id(), cfg.device_name_prefix)
@@ -84,6 +84,30 @@ def prepare(a):
     else:
         log("cred", "no token for %s: will register" % a.dn)
     hw.wdt_start(cfg.wdt_s)
+
+
+def tls_context(ca_file):
+    """A client context that checks the server against each root of a PEM bundle."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # MicroPython's fresh context verifies nothing (verify_mode 0): ask for it explicitly.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    n = 0
+    b64 = None
+    with open(ca_file) as f:
+        for line in f:  # line by line: a bundle of several roots never sits in RAM whole
+            line = line.strip()
+            if line == "-----BEGIN CERTIFICATE-----":
+                b64 = []
+            elif line == "-----END CERTIFICATE-----" and b64 is not None:
+                # DER only, one call per root: the calls accumulate, concatenated DER does not
+                ctx.load_verify_locations(cadata=binascii.a2b_base64("".join(b64)))
+                b64 = None
+                n += 1
+            elif b64 is not None:
+                b64.append(line)
+    if not n:
+        raise ValueError("%s holds no PEM certificate" % ca_file)
+    return ctx
 
 
 def restore(buf, blob):

@@ -13,7 +13,9 @@ DN = "240ac4123456"
 def board(run, certs, broker):
     (run.cwd / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
 
-    def boot(limit_s, io_ms=1500, reply_ms=1500, oom=False, wrap=None, heap=None, **cfg):
+    def boot(
+        limit_s, io_ms=1500, reply_ms=1500, oom=False, wrap=None, heap=None, trace=False, **cfg
+    ):
         c = {
             "product_key": PK,
             "product_secret": SECRET,
@@ -26,7 +28,12 @@ def board(run, certs, broker):
         c.update(cfg)
         params = {"cfg": c, "limit_ms": int(limit_s * 1000), "io_ms": io_ms, "reply_ms": reply_ms}
         params["oom"] = oom
-        params["wrap"] = wrap
+        params["harness_extras"] = {
+            "wrap": wrap,
+            "trace": trace,
+            "oom": oom,
+            "limit_ms": int(limit_s * 1000),
+        }
         (run.cwd / "scenario.json").write_text(json.dumps(params))
         out = run.call("fw_scenarios", "boot", heap=heap, timeout=600)
         for secret in [SECRET] + [tok for _, tok in broker.tokens.values()]:
@@ -240,8 +247,8 @@ def test_bad_exchange_after_connack_backs_off_long(board, broker, knob):
 
 
 # The VM only (the board's runtime, where umqtt's struct.pack_into silently truncates id
-# 65,536 to 0): 65,540 real publishes take ~2 min there; CPython's wrap is covered by
-# fw_checks.check_packet_ids_wrap_within_1_to_65535 and test_transport's wrap on both runtimes.
+# 65,536 to 0): 65,540 real publishes take ~2 min there; the wrap itself is checked on both
+# runtimes by test_transport.py's test_packet_ids_wrap_and_every_publish_is_acknowledged.
 @pytest.mark.parametrize("runtime", ["micropython"], indirect=True)
 def test_long_run_crosses_the_ticks_window_and_the_packet_id_wrap(board, broker):
     """A sample every 9 s for 6.8 days of virtual time on a 32-bit port's ticks (they wrap a
@@ -260,3 +267,11 @@ def test_long_run_crosses_the_ticks_window_and_the_packet_id_wrap(board, broker)
     up = [d["uptime_s"] for d in sent]
     assert up == sorted(up) and up[-1] > (1 << 29) // 1000  # past 6.2 days, still right
     assert abs(up[-1] - r["now"] // 1000) <= 30
+
+
+def test_tls_context_is_made_with_the_radio_on(board, broker):
+    """mbedTLS seeds its CTR-DRBG when the context is made; ESP-IDF's RNG is only truly random
+    once the RF subsystem is on: Wi-Fi active first, the context after, still at boot."""
+    log, r = board(3, trace=True)
+    assert r["trace"][:2] == ["radio switched on", "tls context made"], r["trace"]
+    assert f"[mqtt] online as {DN}" in log

@@ -345,16 +345,6 @@ def check_uptime_is_right_past_the_ticks_window():
         clock.time = time
 
 
-def check_packet_ids_wrap_within_1_to_65535():
-    c = mqtt.Client("c", "u", "p", 60, None)
-    c.pid = 65534
-    seen = []
-    for _ in range(3):
-        c.pid += 1  # what umqtt.simple does before each QoS 1 publish or subscribe
-        seen.append(c.pid)
-    assert seen == [65535, 1, 2], seen
-
-
 def check_wdt_must_outlast_the_connect_deadline():
     assert cfg(wdt_s=20).connect_s == 15  # the defaults fit the smallest watchdog
     try:

@@ -1,7 +1,7 @@
 # The network seam on both runtimes: verified TLS transport + the umqtt subclass, real sockets.
 import time
 
-from zeroburn import link, mqtt, net
+from zeroburn import mqtt, net, start
 
 
 def _elapsed(t0):
@@ -11,7 +11,7 @@ def _elapsed(t0):
 def session(host, port, ca, timeout_ms, cid, token):
     """Log in (connwl), subscribe, publish QoS 1, take a downlink, ping, disconnect."""
     feeds = []
-    ctx = link.tls_context(ca)
+    ctx = start.tls_context(ca)
     opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: feeds.append(1))
     got = []
     c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
@@ -43,7 +43,7 @@ def connect_only(host, port, ca, timeout_ms):
     t0 = time.ticks_ms()
     feeds = []
     try:
-        ctx = link.tls_context(ca)
+        ctx = start.tls_context(ca)
         opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: feeds.append(1))
         c = mqtt.Client("x|securemode=-2,authType=connwl|", "u", "p", 60, opener)
         try:
@@ -58,7 +58,7 @@ def connect_only(host, port, ca, timeout_ms):
 
 def big_packet(host, port, ca, timeout_ms, cid, token):
     """A downlink larger than net._MAX_READ (4 KiB) is refused without allocating it."""
-    ctx = link.tls_context(ca)
+    ctx = start.tls_context(ca)
     opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: None)
     c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
     c.set_callback(lambda t, m: print("GOT", len(m)))
@@ -76,7 +76,7 @@ def big_packet(host, port, ca, timeout_ms, cid, token):
 
 def wrap(host, port, ca, timeout_ms, cid, token, first):
     """QoS 1 publishes with the packet id counter at `first`: each is acknowledged."""
-    ctx = link.tls_context(ca)
+    ctx = start.tls_context(ca)
     opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: None)
     c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
     try:
