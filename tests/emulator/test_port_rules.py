@@ -73,8 +73,8 @@ import machine, time
 c = machine.reset_cause()
 r = machine.RTC()
 n = len(r.memory())
-print("R boot", n, c)
 r.memory(b"x" * (n + 1))
+print("R boot", n, c)  # after the write: EN may come any moment from now
 if n == 0:
     machine.reset()
 if n == 1:
