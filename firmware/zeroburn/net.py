@@ -19,7 +19,7 @@ def open_tls(ctx, host, port, ms, feed, timeout=None):
     CONNECT), and the CONNACK read is bounded by it too, until the caller's deadline(None).
 
     Only DNS cannot be cut short: on ESP32 getaddrinfo is a blocking lwIP call with lwIP's
-    own retry bound, so config keeps wdt_s above connect_s (README "Watchdog")."""
+    own retry bound, so config keeps wdt_s above connect_s (docs/firmware-hardening.md)."""
     until = time.ticks_add(time.ticks_ms(), timeout or ms)
     feed()
     addr = socket.getaddrinfo(host, port)[0][-1]
