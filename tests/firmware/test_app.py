@@ -255,7 +255,9 @@ def test_long_run_crosses_the_ticks_window_and_the_packet_id_wrap(board, broker)
     minute after boot; ticks_diff answers within 2**29 ms = 6.2 days), in one session: the
     65,536th QoS 1 packet goes out as packet id 1, uptime_s keeps counting."""
     n = 65540
-    log, r = board(n * 9, interval_s=9, keepalive_s=1200, buffer_max=8, wrap=[60000, 90])
+    log, r = board(
+        n * 9, interval_s=9, keepalive_s=1200, buffer_max=8, wrap=[60000, 90], heap="96K"
+    )
     assert r["stop"] == "virtual time limit"
     assert len(events(broker, "connwl")) == 1  # never a reconnect
     sent = [json.loads(p) for t, p in broker.published if t.endswith("/user/update")]
