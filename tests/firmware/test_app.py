@@ -247,7 +247,7 @@ def test_bad_exchange_after_connack_backs_off_long(board, broker, knob):
 
 
 # The VM only (the board's runtime, where umqtt's struct.pack_into silently truncates id
-# 65,536 to 0): 65,540 real publishes take ~2 min there; the wrap itself is checked on both
+# 65,536 to 0): 65,540 real publishes take ~1.5 min there; the wrap itself is checked on both
 # runtimes by test_transport.py's test_packet_ids_wrap_and_every_publish_is_acknowledged.
 @pytest.mark.parametrize("runtime", ["micropython"], indirect=True)
 def test_long_run_crosses_the_ticks_window_and_the_packet_id_wrap(board, broker):
