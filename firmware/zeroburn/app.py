@@ -2,6 +2,7 @@
 # Only the loop, sampling and back-off stay in the heap: phase modules (start, config, sign, reg,
 # session, creds, duty) are imported when needed and then dropped from sys.modules, so the
 # GC frees their code, which a 48 KiB heap needs. Nothing here may keep a reference to them.
+import errno
 import gc
 import os
 
@@ -10,12 +11,12 @@ from micropython import const
 from zeroburn import log, net, telemetry, unload
 from zeroburn.clock import Clock
 
-_IO_MS = const(10000)  # TCP connect, TLS handshake, CONNACK, SUBACK, PUBACK, each read
+_IO_MS = const(10000)  # each read or write: SUBACK, PUBACK, a packet's bytes
 _REPLY_MS = const(10000)  # wait for /ext/regnwl after CONNACK 0 (reg)
 _NET_BASE_MS = const(2000)
 _NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
-_OOM_RESETS = const(3)  # MemoryErrors in a row before the board resets itself
+_OOM_RESETS = const(3)  # out-of-memory errors in a row before the board resets itself
 
 
 def jittered(ms, n, limit):
@@ -38,29 +39,32 @@ class App:
         self.sensors = sensors
         self.on_downlink = downlink
         self.opener = opener or self.open_tls
-        self.ctx = None  # start.prepare() builds it
+        self.ctx = None  # start.prepare() builds it, with the radio on
         self.io_ms = _IO_MS  # instance attributes, so tests can shorten them
         self.reply_ms = _REPLY_MS
         self.buf = telemetry.Buffer(cfg.buffer_max)
         self.dn = self.nvs = self.rec = self.ntp_sent = None
         self.regs = 0  # registrations so far (kept in the credential record)
         self.net_fails = 0
-        self.oom = 0  # MemoryErrors in a row
+        self.oom = 0  # out-of-memory errors in a row
         self.synced = False
         self.next_sample = clock.ticks()
 
     def open_tls(self):
-        return net.open_tls(self.ctx, self.host, self.cfg.port, self.io_ms, self.feed)
+        # DNS + TCP + TLS + CONNACK within cfg.connect_s, in total
+        c = self.cfg
+        return net.open_tls(self.ctx, self.host, c.port, self.io_ms, self.feed, c.connect_s * 1000)
 
     def feed(self):
         """Called from every wait: watchdog, and the sample timer keeps running offline."""
         self.hw.feed()
-        # no sample before the clock is set: its timestamp would be wrong for good
-        if (
-            self.synced
-            and self.cfg.mode == "continuous"
-            and self.clock.since(self.next_sample) >= 0
-        ):
+        if self.cfg.mode != "continuous":
+            return
+        # no sample before the clock is set: its timestamp would be wrong for good (and the
+        # timer stays due, not days stale: ticks_diff answers only within 2**29 ms)
+        if not self.synced:
+            self.next_sample = self.clock.ticks()
+        elif self.clock.since(self.next_sample) >= 0:
             self.sample()
 
     def sample(self):
@@ -110,16 +114,20 @@ class App:
             if not self.phase("link"):
                 return self.net_delay()
             return self.phase("reg" if self.rec is None else "session")
-        except MemoryError as e:
-            # A heap too fragmented for the next phase stays so: a few in a row, and the board
-            # starts afresh (the token is in flash, queued samples go to RTC memory first).
-            self.oom += 1
-            log("app", "E: %r, %d of %d in a row" % (e, self.oom, _OOM_RESETS))
-            if self.oom >= _OOM_RESETS:
-                self.reset()
-            return self.net_delay()
-        except Exception as e:  # network trouble of any kind: closed already, back off, retry
-            self.oom = 0
+        except Exception as e:
+            # Out of memory: MemoryError from the VM, OSError(ENOMEM) from mbedTLS. A heap
+            # too fragmented for the next phase stays so: a few in a row, and the board starts
+            # afresh (the token is in flash, queued samples go to RTC memory first).
+            oom = isinstance(e, MemoryError)
+            if isinstance(e, OSError) and e.args[:1] == (errno.ENOMEM,):
+                oom = True
+            if oom:
+                self.oom += 1
+                log("app", "E: %r, %d of %d in a row" % (e, self.oom, _OOM_RESETS))
+                if self.oom >= _OOM_RESETS:
+                    self.reset()
+                return self.net_delay()
+            self.oom = 0  # network trouble of any kind: closed already, back off, retry
             log("net", "W: %s %r" % (type(e).__name__, e.args))
             return self.net_delay()
         finally:

@@ -13,7 +13,10 @@ class Clock:
 
     def __init__(self):
         self.offset_ms = (_EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0) * 1000
+        # uptime: whole seconds counted out of the ticks window (2**30 ms on a 32-bit port,
+        # ticks_diff right within 2**29 ms = 6.2 days) into a plain int, at every sleep slice
         self.boot = time.ticks_ms()
+        self.up_s = 0
 
     def ticks(self):
         return time.ticks_ms()
@@ -29,6 +32,7 @@ class Clock:
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             feed()
+            self.uptime_s()
             left = time.ticks_diff(end, time.ticks_ms())
             if left <= 0:
                 return
@@ -38,5 +42,10 @@ class Clock:
         return time.time_ns() // 1000000 + self.offset_ms
 
     def uptime_s(self):
-        # ticks wrap after 2**30 ms (12.4 days): uptime is exact below that, modulo above
-        return time.ticks_diff(time.ticks_ms(), self.boot) // 1000
+        """Seconds since boot, right for years (a small int for 34 of them), as long as it is
+        called at least every 6.2 days: sleep_ms calls it at every slice."""
+        s = time.ticks_diff(time.ticks_ms(), self.boot) // 1000
+        if s > 0:
+            self.boot = time.ticks_add(self.boot, s * 1000)
+            self.up_s += s
+        return self.up_s

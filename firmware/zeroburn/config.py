@@ -28,6 +28,7 @@ keepalive_s i 60 30 1200
 mode s continuous 1 16 *
 alink b false
 wdt_s i 60 20 3600
+connect_s i 15 5 120
 buffer_max i 32 1 500
 max_connwl_refusals i 3 1 20
 reg_backoff_s i 300 1 86400
@@ -128,6 +129,12 @@ def parse(d):
         raise ValueError("signmethod must be one of " + ", ".join(SIGNMETHODS))
     if cfg.mode not in MODES:
         raise ValueError("mode must be one of " + ", ".join(MODES))
+    if cfg.wdt_s < cfg.connect_s + 5:
+        # every wait of a connection feeds the watchdog, but DNS on ESP32 cannot be cut short
+        # or fed: even a connect that spent its whole budget in one call must not reset the board
+        raise ValueError(
+            "wdt_s (%d) must be at least connect_s + 5 (%d)" % (cfg.wdt_s, cfg.connect_s + 5)
+        )
     if cfg.securemode is None:
         cfg.securemode = -2 if (cfg.instance_id or cfg.host) else 2
     elif cfg.securemode not in (2, -2):

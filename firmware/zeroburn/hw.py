@@ -14,10 +14,21 @@ class Hardware:
         return machine.unique_id()
 
     # Wi-Fi
-    def wifi_start(self, ssid, password):
+    def radio_on(self):
+        """The station active (RF on, not connecting): ESP-IDF's RNG is truly random from here."""
         self.wlan.active(True)
-        if not self.wlan.isconnected():
-            self.wlan.connect(ssid, password)
+
+    def wifi_start(self, ssid, password):
+        """Start the station once; after a drop the ESP32 driver reconnects by itself (status
+        STAT_CONNECTING), and connect() meanwhile raises OSError("Wifi Internal Error")."""
+        w = self.wlan
+        w.active(True)
+        if w.isconnected() or w.status() == network.STAT_CONNECTING:
+            return
+        try:
+            w.connect(ssid, password)
+        except OSError:  # the driver was at it already: let it finish
+            pass
 
     def wifi_ok(self):
         return self.wlan.isconnected()
@@ -36,7 +47,8 @@ class Hardware:
         if self.wdt:
             self.wdt.feed()
 
-    # memory that survives deep sleep and resets
+    # RTC memory: 2,048 bytes (more: ValueError) that survive deep sleep, the watchdog and
+    # machine.reset(), not power loss
     def rtc_read(self):
         return bytes(machine.RTC().memory())
 
@@ -53,16 +65,13 @@ class Hardware:
             return None
 
     def temperature(self):
+        """The chip's sensor in Celsius where the port has a calibrated one (mcu_temperature:
+        S2, S3, C3 from MicroPython 1.23), else None. Never raw_temperature(): the original
+        ESP32's is uncalibrated (Fahrenheit, off by tens of degrees), so no value beats it."""
         try:
             import esp32
 
-            return esp32.mcu_temperature()  # S2, S3, C3
-        except (ImportError, AttributeError, OSError):
-            pass
-        try:
-            import esp32
-
-            return round((esp32.raw_temperature() - 32) / 1.8, 1)  # original ESP32, Fahrenheit
+            return esp32.mcu_temperature()
         except (ImportError, AttributeError, OSError):
             return None
 
@@ -70,21 +79,24 @@ class Hardware:
         machine.deepsleep(ms)
 
     def reset(self):
-        """A hard reset: RTC memory survives it, RAM does not."""
+        """esp_restart(): afterwards reset_cause() is HARD_RESET (EN/power: PWRON_RESET,
+        SOFT_RESET only after a Ctrl-D soft reset). RTC memory survives it, RAM does not."""
         machine.reset()
 
     def safe_mode_pin(self, pin):
-        """True while the safe-mode button (active low, e.g. BOOT on GPIO0) is held."""
+        """True while the safe-mode button (active low, e.g. BOOT on GPIO0) is held;
+        ValueError for a GPIO the chip does not have."""
         p = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
         return p.value() == 0
 
     def ntp(self, host):
-        """Set the RTC from NTP (bounded by ntptime's socket timeout); True on success."""
+        """Set the RTC from NTP; True on success. settime() raises OSError (DNS, timeout),
+        ValueError (a short reply, struct.unpack), OverflowError: any error is a failure."""
         import ntptime
 
         ntptime.host = host
         try:
             ntptime.settime()
             return True
-        except (OSError, OverflowError, IndexError):
+        except Exception:
             return False

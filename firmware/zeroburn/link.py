@@ -15,6 +15,7 @@ def run(a):
         start = a.clock.ticks()
         while not hw.wifi_ok():
             if a.clock.since(start) > _WIFI_MS:
+                # the driver keeps reconnecting by itself: the next pass just waits again
                 log("net", "W: wifi %r not up in %d s" % (cfg.wifi_ssid, _WIFI_MS // 1000))
                 return False
             a.clock.sleep_ms(200, a.feed)
@@ -25,7 +26,10 @@ def run(a):
             log("net", "time set by NTP")
             a.synced = True
             break
-    if not a.synced and a.clock.unix_ms() > 1735689600000:  # 2025-01-01: never set before
-        log("net", "W: NTP failed; the clock looks set, going on")
-        a.synced = True
+    if not a.synced:  # every ntptime error (OSError, ValueError, ...) ends up here
+        if a.clock.unix_ms() > 1735689600000:  # 2025-01-01: never set before
+            log("net", "W: NTP failed; the clock looks set, going on")
+            a.synced = True
+        else:
+            log("net", "W: NTP failed; no TLS before the clock is set")
     return a.synced

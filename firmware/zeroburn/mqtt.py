@@ -1,4 +1,5 @@
 # umqtt.simple with our own connect(): verified TLS through a deadline-bounded transport.
+import errno
 import struct
 import time
 
@@ -38,12 +39,21 @@ class Client(MQTTClient):
         super().__init__(client_id, "-", 0, user, password, keepalive)
         self.opener = opener
 
+    def publish(self, topic, msg, retain=False, qos=0):
+        # umqtt.simple does `self.pid += 1` and sends it, never wrapping: the 65,536th would go
+        # out as 0 (struct truncates), whose PUBACK never matches. Ids run 1..65535 here.
+        if self.pid > 65534:
+            self.pid = 0
+        return super().publish(topic, msg, retain, qos)
+
     def connect(self, clean_session=True, timeout=None):
+        """opener() (DNS, TCP, TLS under one deadline), CONNECT, CONNACK under the same one."""
         self.sock = self.opener()
         self.sock.write(connect_packet(self.client_id, self.user, self.pswd, self.keepalive))
         resp = self.sock.read(4)
+        self.sock.deadline(None)
         if resp[0] != 0x20 or resp[1] != 2:
-            raise OSError(71)  # EPROTO: not a CONNACK
+            raise OSError(errno.ECONNABORTED)  # not a CONNACK
         if resp[3]:
             raise MQTTException(resp[3])
         return resp[2] & 1
@@ -57,7 +67,7 @@ class Client(MQTTClient):
         rx = time.ticks_diff(now, t.rx)
         tx = time.ticks_diff(now, t.tx)
         if rx > ka:
-            raise OSError(110)
+            raise OSError(errno.ETIMEDOUT)
         if tx >= ka // 2 or (rx >= ka // 2 and tx >= ka // 4):
             self.ping()
 

@@ -1,5 +1,7 @@
 # Verified TLS connections (start.tls_context() builds the context) and the deadline-bounded
-# socket-like object umqtt.simple reads and writes through.
+# socket-like object umqtt.simple reads and writes through. Errors carry the port's own errno
+# values (the errno module: newlib's on ESP32, ETIMEDOUT 116; Linux's on unix and CPython).
+import errno
 import select
 import socket
 import time
@@ -10,23 +12,40 @@ _SLICE_MS = const(500)  # longest poll between watchdog feeds
 _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
 
 
-def open_tls(ctx, host, port, ms, feed):
-    """TCP connect + TLS handshake (certificate and host name checked), both bounded."""
+def open_tls(ctx, host, port, ms, feed, timeout=None):
+    """DNS, TCP connect and TLS handshake (certificate and host name checked) under one
+    deadline of `timeout` ms (default: ms), fed between steps and in every wait. The returned
+    Transport keeps that deadline set: the handshake completes on the first write (the MQTT
+    CONNECT), and the CONNACK read is bounded by it too, until the caller's deadline(None).
+
+    Only DNS cannot be cut short: on ESP32 getaddrinfo is a blocking lwIP call with lwIP's
+    own retry bound, so config keeps wdt_s above connect_s (docs/firmware-hardening.md)."""
+    until = time.ticks_add(time.ticks_ms(), timeout or ms)
+    feed()
     addr = socket.getaddrinfo(host, port)[0][-1]
+    feed()
     raw = socket.socket()
     try:
-        # the raw socket's timeout bounds connect() and every step of the blocking handshake
-        raw.settimeout(ms / 1000)
-        raw.connect(addr)
-        feed()
-        sock = ctx.wrap_socket(raw, server_hostname=host)
+        t = Transport(raw, ms, feed)
+        t.until = until
+        raw.setblocking(False)
+        try:
+            raw.connect(addr)
+        except OSError as e:  # in progress: wait until writable, in fed slices
+            if e.args[0] != errno.EINPROGRESS:
+                raise
+        start = time.ticks_ms()
+        while not t._wait(select.POLLOUT, start):  # raises at the deadline (DNS counts too)
+            pass
+        # no handshake here: it is driven by the transport's non-blocking writes and reads,
+        # each wait a poll under the deadline (a blocking one waits per read, with no bound)
+        t.poller.unregister(raw)
+        t.sock = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+        t.tx = None  # handshake pending (see write)
     except BaseException:
         raw.close()
         raise
-    feed()
-    # from here on the socket never blocks: every wait is a poll with a deadline
-    sock.setblocking(False)
-    return Transport(sock, ms, feed)
+    return t
 
 
 class Transport:
@@ -34,7 +53,7 @@ class Transport:
 
     read(n) returns exactly n bytes or raises OSError (deadline, EOF); in non-blocking mode
     (umqtt's check_msg) read returns None when nothing is waiting. `until` (ticks) caps every
-    wait of a whole exchange, e.g. publish + PUBACK.
+    wait of a whole exchange, e.g. publish + PUBACK. The socket itself never blocks.
     """
 
     def __init__(self, sock, ms, feed):
@@ -44,7 +63,10 @@ class Transport:
         self.blocking = True
         self.until = None
         self.poller = select.poll()
-        self.rx = self.tx = time.ticks_ms()  # last traffic each way, for keepalive decisions
+        # last traffic each way, for keepalive decisions; tx None: TLS handshake pending, when
+        # a write that cannot go on waits for the peer's next flight (polling for writable
+        # would return at once on ports that poll the raw fd)
+        self.rx = self.tx = time.ticks_ms()
 
     def setblocking(self, blocking):
         self.blocking = blocking
@@ -54,19 +76,20 @@ class Transport:
         self.until = None if ms is None else time.ticks_add(time.ticks_ms(), ms)
 
     def _wait(self, event, start):
+        """One fed poll of at most _SLICE_MS; OSError(ETIMEDOUT) past either deadline."""
         now = time.ticks_ms()
         left = self.timeout - time.ticks_diff(now, start)
         if self.until is not None:
             left = min(left, time.ticks_diff(self.until, now))
         if left <= 0:
-            raise OSError(110)  # ETIMEDOUT
+            raise OSError(errno.ETIMEDOUT)
         self.feed()
         self.poller.register(self.sock, event)
-        self.poller.poll(min(left, _SLICE_MS))
+        return self.poller.poll(min(left, _SLICE_MS))
 
     def read(self, n):
         if n > _MAX_READ:
-            raise OSError(90)  # EMSGSIZE: bigger than anything this device accepts
+            raise OSError(errno.ENOBUFS)  # bigger than anything this device accepts
         data = b""
         start = time.ticks_ms()
         while len(data) < n:
@@ -76,7 +99,7 @@ class Transport:
                 data += chunk
                 self.rx = time.ticks_ms()
             elif chunk is not None:
-                raise OSError(104)  # ECONNRESET: the peer closed
+                raise OSError(errno.ECONNRESET)  # the peer closed
             elif not data and not self.blocking:
                 return None
             else:
@@ -97,7 +120,7 @@ class Transport:
             if k:
                 sent += k
             else:
-                self._wait(select.POLLOUT, start)
+                self._wait(select.POLLIN if self.tx is None else select.POLLOUT, start)
         self.tx = time.ticks_ms()
         return sent
 

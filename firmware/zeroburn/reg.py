@@ -62,11 +62,15 @@ def register(a, ids):
             # (4: wrong productSecret or dynamic registration off): wait long, growing
             log("reg", "W: refused, CONNACK %s" % e.args[0])
             return a.net_delay() if e.args[0] == 3 else a.reg_delay()
-        c.sock.deadline(a.reply_ms)
+        # CONNACK 0: the platform took the attempt, which may have spent an activation slot.
+        # Whatever goes wrong from here (deadline, dead link, a huge reply, umqtt's
+        # AssertionError at a QoS 2 reply or an odd PINGRESP, MemoryError) waits long: a
+        # network back-off would register again within seconds, and 5 slots go in 20 s.
         try:
+            c.sock.deadline(a.reply_ms)
             while not got:
                 c.wait_msg()
-        except OSError as e:  # the deadline passed, the link died, or the reply was huge
+        except Exception as e:
             log("reg", "W: no usable /ext/regnwl reply (%r), nothing stored" % (e,))
             return a.reg_delay()
     finally:

@@ -1,5 +1,6 @@
 # Boot phase, loaded once by app and then dropped from the heap: safe mode, config, hardware,
-# the TLS context, the device name, samples kept in RTC memory, the stored token, the watchdog.
+# the TLS context, the device name, samples kept in RTC memory, the stored token, the
+# watchdog.
 import binascii
 import gc
 import json
@@ -30,9 +31,16 @@ def boot():
     from zeroburn.hw import Hardware
 
     hw = Hardware()
-    if cfg.safe_mode_pin is not None and hw.safe_mode_pin(cfg.safe_mode_pin):
-        log("boot", "safe mode (button held): application not started")
-        return None
+    pin = cfg.safe_mode_pin
+    if pin is not None:
+        try:
+            held = hw.safe_mode_pin(pin)
+        except ValueError as e:  # no such GPIO on this chip: `config check --board` refuses it
+            log("boot", "W: safe_mode_pin %d: %s; no safe-mode button" % (pin, e))
+            held = False
+        if held:
+            log("boot", "safe mode (button held): application not started")
+            return None
     return cfg, hw
 
 
@@ -41,8 +49,11 @@ def prepare(a):
     here, before the watchdog starts."""
     cfg, hw = a.cfg, a.hw
     gc.collect()
-    # first, while the heap is still unfragmented: it needs one ~3 KiB block (and a bad ca.pem
-    # is reported at boot, whatever opener the app was given)
+    # mbedTLS seeds its random generator (CTR-DRBG) when the context is made, and ESP-IDF's
+    # RNG is only truly random with the RF subsystem on: the radio first (no connection yet).
+    hw.radio_on()
+    # then the context, while the heap is still unfragmented: it needs one ~3 KiB block (and a
+    # bad ca.pem is reported at boot, whatever opener the app was given)
     a.ctx = tls_context(cfg.ca_file)
     from zeroburn import sign
 

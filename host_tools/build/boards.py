@@ -25,7 +25,16 @@ class Board:
     led_kind: str | None
     safe_mode_pin: int | None  # the BOOT button: held at boot, the application is skipped
     has_temp_sensor: bool
+    gpio: tuple = ((0, MAX_GPIO),)  # the chip's GPIO numbers as (first, last) ranges
+    # the port's temperature functions on this chip and the MicroPython version each exists from
+    temp_functions: tuple = ()  # ((name, "1.23"), ...)
     notes: tuple = ()
+
+    def has_gpio(self, n):
+        return any(lo <= n <= hi for lo, hi in self.gpio)
+
+    def gpio_text(self):
+        return ", ".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in self.gpio)
 
     @property
     def virtual(self):
@@ -74,8 +83,35 @@ KEYS = {
     "led_kind",
     "safe_mode_pin",
     "has_temp_sensor",
+    "gpio",
+    "temp_functions",
     "notes",
 }
+TEMP_FUNCTIONS = ("mcu_temperature", "raw_temperature")
+
+
+def _ranges(value):
+    ok = isinstance(value, list) and value
+    for r in value if ok else ():
+        ok = ok and isinstance(r, list) and len(r) == 2
+        ok = ok and all(type(x) is int for x in r) and 0 <= r[0] <= r[1] <= MAX_GPIO
+    if not ok:
+        raise ValueError(f"gpio must be a list of [first, last] GPIO ranges (got {value!r})")
+    return tuple((lo, hi) for lo, hi in value)
+
+
+def _temp_functions(value):
+    ok = isinstance(value, dict)
+    for k, v in value.items() if ok else ():
+        ok = ok and k in TEMP_FUNCTIONS and isinstance(v, str)
+        ok = ok and all(p.isdigit() for p in v.split(".")) and v.count(".") >= 1
+    if not ok:
+        raise ValueError(
+            "temp_functions must map "
+            + " / ".join(TEMP_FUNCTIONS)
+            + f' to the MicroPython version it exists from, e.g. "1.23" (got {value!r})'
+        )
+    return tuple(sorted(value.items()))
 
 
 def parse(data, name):
@@ -83,7 +119,7 @@ def parse(data, name):
     if not isinstance(data, dict):
         raise ValueError("a board definition is a JSON object")
     unknown = sorted(set(data) - KEYS)
-    missing = sorted(KEYS - {"notes", "led_kind"} - set(data))
+    missing = sorted(KEYS - {"notes", "led_kind", "gpio", "temp_functions"} - set(data))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
     if missing:
@@ -119,7 +155,7 @@ def parse(data, name):
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise ValueError("notes must be a list of strings")
-    return Board(
+    board = Board(
         name=name,
         description=_text(data["description"], "description"),
         chip=chip,
@@ -131,8 +167,27 @@ def parse(data, name):
         led_kind=led_kind,
         safe_mode_pin=_gpio(data["safe_mode_pin"], "safe_mode_pin"),
         has_temp_sensor=data["has_temp_sensor"],
+        gpio=_ranges(data.get("gpio", [[0, MAX_GPIO]])),
+        temp_functions=_temp_functions(data.get("temp_functions", {})),
         notes=tuple(notes),
     )
+    for key in ("safe_mode_pin", "led_pin"):
+        pin = getattr(board, key)
+        if pin is not None and not board.has_gpio(pin):
+            raise ValueError(f"{key} {pin} is not a GPIO of this chip ({board.gpio_text()})")
+    return board
+
+
+def check_config(config, board):
+    """ValueError when a config dict asks for what this board's chip lacks: a safe_mode_pin
+    that is no GPIO of it (machine.Pin raises ValueError for it on the board)."""
+    pin = config.get("safe_mode_pin")
+    if type(pin) is int and not board.has_gpio(pin):
+        raise ValueError(
+            f"safe_mode_pin {pin} is not a GPIO of board {board.name} "
+            f"({board.chip}: GPIO {board.gpio_text()}); its BOOT button is "
+            f"{board.safe_mode_pin}"
+        )
 
 
 def names(boards_dir=BOARDS):

@@ -38,7 +38,8 @@ HELP = {
     "keepalive_s": "MQTT keepalive seconds (30-1200, Aliyun's range)",
     "mode": "continuous (stay online) or duty_cycle (wake, send, deep sleep)",
     "alink": "also post each sample as an Alink thing-model property post",
-    "wdt_s": "hardware watchdog timeout seconds (20-3600)",
+    "wdt_s": "hardware watchdog timeout seconds (20-3600, at least connect_s + 5)",
+    "connect_s": "one connection's deadline: DNS + TCP + TLS handshake + CONNACK (5-120 s)",
     "buffer_max": "samples kept while offline, oldest dropped first",
     "max_connwl_refusals": "login refusals in a row before the token is wiped and re-registered",
     "reg_backoff_s": "first wait after a refused registration; doubles up to 6 h",
@@ -251,6 +252,9 @@ def configure(parser, name):
     check = sub.add_parser("check", help="validate a config file (secrets are never shown)")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--json", action="store_true", help="machine-readable result")
+    check.add_argument(
+        "--board", metavar="NAME", help="also check it against this board (e.g. its GPIOs)"
+    )
     check.set_defaults(handler=_check)
 
 
@@ -320,6 +324,10 @@ def _init(args):
 def _check(args):
     try:
         d, cfg, sources = load(args.file)
+        if getattr(args, "board", None):
+            from host_tools import boards
+
+            boards.check_config(d, boards.load(args.board))
     except ValueError as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e)}))

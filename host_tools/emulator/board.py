@@ -34,10 +34,13 @@ CAUSE_NAMES = {
     4: "DEEPSLEEP_RESET",
     5: "SOFT_RESET",
 }
-# what the ESP32 ROM prints first after a chip reset
+# what the ESP32 ROM prints first after a chip reset. The port (modmachine.c) maps
+# esp_reset_reason(): POWERON (power, EN) -> PWRON_RESET; SW (machine.reset, esp_restart) and
+# PANIC -> HARD_RESET; the watchdogs -> WDT_RESET; SOFT_RESET only after a soft reboot (Ctrl-D,
+# machine.soft_reset), which the ROM does not see.
 _ROM_LINE = {
     PWRON_RESET: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    HARD_RESET: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    HARD_RESET: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
     WDT_RESET: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
     DEEPSLEEP_RESET: "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
     SOFT_RESET: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
@@ -56,6 +59,9 @@ FAULTS = (
 )
 DEFAULT_HOSTS = {"*.aliyuncs.com": "127.0.0.1", "localhost": "127.0.0.1"}
 RUNTIMES = ("micropython", "cpython")
+# The MicroPython version a virtual board's shims behave as (what exists from which version is
+# board data: boards/*.json "temp_functions"); the newest the firmware is checked against.
+DEFAULT_MICROPYTHON = "1.28"
 # GC heap the firmware gets in the VM (the shims' own footprint comes on top): the issue's 48K,
 # which the firmware's full cycle fits (docs/firmware.md section 8), so every test on a virtual
 # board also guards the firmware's memory.
@@ -96,6 +102,8 @@ class VirtualBoard:
         host_map=None,
         console=None,
         ctl_dir=None,
+        chip="virtual",
+        micropython=DEFAULT_MICROPYTHON,
     ):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
@@ -131,6 +139,26 @@ class VirtualBoard:
         self.state = "off"
         self._write_ctl("hosts", self._hosts_text())
         self._write_ctl("wifi", "up")
+        self._write_ctl("chip", self._chip_text(chip, micropython))
+
+    @staticmethod
+    def _chip_text(name, micropython):
+        """What the shims emulate, as data: the GPIOs and temperature functions of board file
+        `name` (boards/<name>.json) and the MicroPython version (e.g. "1.22")."""
+        from host_tools import boards
+
+        b = boards.load(name)
+        parts = micropython.split(".")
+        if len(parts) < 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"micropython must be a version like 1.22 (got {micropython!r})")
+        return json.dumps(
+            {
+                "board": b.name,
+                "micropython": micropython,
+                "gpio": [list(r) for r in b.gpio],
+                "temp_functions": dict(b.temp_functions),
+            }
+        )
 
     @property
     def machine(self):
@@ -243,11 +271,11 @@ class VirtualBoard:
             raise ValueError(f"at must be seconds or one of {', '.join(CUT_POINTS)}")
 
     def reset(self):
-        """Press EN: a chip reset (reset_cause HARD_RESET); RTC memory survives."""
-        self._do(("restart", HARD_RESET, True))
+        """Press EN: a chip reset (reset_cause PWRON_RESET on the port); RTC memory survives."""
+        self._do(("restart", PWRON_RESET, True))
 
     def soft_reset(self):
-        """What Ctrl-D does: restart the interpreter, keep the chip's reset cause."""
+        """What Ctrl-D does: restart the interpreter; reset_cause() is SOFT_RESET after it."""
         self._do(("soft_reset", True))
 
     # ---- faults --------------------------------------------------------------------------
@@ -290,7 +318,7 @@ class VirtualBoard:
         clock-drift=S."""
         actions = {
             "power-cut": ("cut", 0.0, True),
-            "reset": ("restart", HARD_RESET, True),
+            "reset": ("restart", PWRON_RESET, True),  # EN
             "wifi-down": ("wifi", False),
             "wifi-up": ("wifi", True),
             "wifi-password": ("wifi_password", value),
@@ -307,6 +335,24 @@ class VirtualBoard:
         else:
             raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
         self._do(("timer", float(seconds), action))
+
+    def dns(self, answering=True, stall_ms=None):
+        """The DNS server answers, or never does: each lookup then blocks for stall_ms (the
+        emulator's setting; default 14 s, lwIP's retries for two servers) and fails."""
+        if stall_ms is not None:
+            self._write_ctl("dns_stall_ms", str(int(stall_ms)))
+        if answering:
+            self._del_ctl("dns")
+        else:
+            self._write_ctl("dns", "stall")
+
+    def ntp(self, reply=None):
+        """The NTP server's reply: None (a good one), "short" (ntptime raises ValueError) or
+        "lost" (it times out)."""
+        if reply is None:
+            self._del_ctl("ntp")
+        else:
+            self._write_ctl("ntp", reply)
 
     def button(self, pin, held=True):
         """Hold (or release) an active-low button on `pin`, e.g. the safe-mode button."""
@@ -470,7 +516,7 @@ class VirtualBoard:
         elif kind == "soft_reset":
             self._kill("soft reset")
             self._say("MPY: soft reboot")
-            self._boot(None, action[1], rom=False)
+            self._boot(SOFT_RESET, action[1], rom=False)
         elif kind == "sleep":
             self._kill("deep sleep")
             self.state = "sleep"
@@ -561,8 +607,8 @@ class VirtualBoard:
                 self._wdt = (self._wdt[0], time.monotonic())
         elif kind == "wdt":
             self._wdt = (int(arg) / 1000, time.monotonic())
-        elif kind == "reset":
-            self._do(("restart", SOFT_RESET, True))
+        elif kind == "reset":  # machine.reset(): esp_restart()
+            self._do(("restart", HARD_RESET, True))
         elif kind == "soft_reset":
             self._do(("soft_reset", True))
         elif kind == "deepsleep":

@@ -520,7 +520,7 @@ class CpyCore:
                 else:
                     ctx.check_hostname = False
                     ctx.verify_mode = _ssl.CERT_NONE
-                return _SSLSocket(core, ctx, sock, server_hostname)
+                return _SSLSocket(core, ctx, sock, server_hostname, do_handshake_on_connect)
 
         m.SSLContext = SSLContext
 
@@ -843,7 +843,7 @@ class _SSLSocket:
     """MicroPython's SSL socket: read(n) gives None when non-blocking and nothing is decrypted
     yet (CPython raises SSLWantReadError), write/readinto/setblocking/close, pollable."""
 
-    def __init__(self, core, ctx, sock, server_hostname):
+    def __init__(self, core, ctx, sock, server_hostname, handshake=True):
         self.core = core
         self.blocking = sock.timeout != 0
         end = sock._end()
@@ -855,15 +855,21 @@ class _SSLSocket:
         except ValueError as e:
             raise OSError(errno.EINVAL, str(e))
         sock.s = self.s
-        while True:
+        # do_handshake_on_connect=False: the handshake runs inside the first read or write
+        # (OpenSSL's, as mbedTLS's), non-blocking there when the socket is
+        while handshake:
             core.checkpoint()
             try:
                 self.s.do_handshake()
                 break
             except _ssl.SSLWantReadError:
+                # mbedTLS's blocking handshake waits up to the socket timeout for each read,
+                # with no bound on the whole: a peer that trickles bytes keeps it going
                 self._wait(False, end)
+                end = sock._end()
             except _ssl.SSLWantWriteError:
                 self._wait(True, end)
+                end = sock._end()
             except _ssl.SSLCertVerificationError as e:
                 # mbedTLS words it so; the firmware only sees an OSError
                 raise OSError(-9984, f"MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ({e.verify_message})")
@@ -909,6 +915,8 @@ class _SSLSocket:
                 self._wait(isinstance(e, _ssl.SSLWantWriteError) or write, None)
             except _ssl.SSLZeroReturnError:
                 return b"" if not write else 0
+            except _ssl.SSLCertVerificationError as e:  # a handshake inside the first write
+                raise OSError(-9984, f"MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ({e.verify_message})")
             except _ssl.SSLError as e:
                 raise OSError(-0x7780, f"MBEDTLS_ERR_SSL ({e.reason})")
             except OSError as e:

@@ -21,6 +21,7 @@ def board_config(config, board):
         out.pop("safe_mode_pin", None)
         if board.safe_mode_pin is not None:
             out["safe_mode_pin"] = board.safe_mode_pin
+    boards.check_config(out, board)
     return out
 
 

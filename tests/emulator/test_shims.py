@@ -112,14 +112,16 @@ while True:
     assert r["connecting"] == "True"
     assert r["mac"] == "True"
     n = len(b.lines)
+    # the driver reconnects by itself, forever by default: STAT_CONNECTING, not the reason
+    # (test_port_rules: with config(reconnects=n) it gives up and shows STAT_NO_AP_FOUND)
     b.wifi(False)
-    b.wait_for(r"R status 201 False -202 None False", 20, start=n)  # STAT_NO_AP_FOUND, no DNS
+    b.wait_for(r"R status 1001 False -202 None False", 20, start=n)  # no DNS either
     n = len(b.lines)
     b.wifi(True)
     b.wait_for(r"R status 1010 True ok", 20, start=n)
     n = len(b.lines)
     b.wifi_password("not-the-board's")
-    b.wait_for(r"R status 202 False -202", 20, start=n)  # STAT_WRONG_PASSWORD
+    b.wait_for(r"R status 1001 False -202", 20, start=n)
     assert m
 
 
@@ -155,7 +157,7 @@ try:
     n.get_blob("tok", bytearray(3))
     print("R small", "fits")
 except OSError as e:
-    print("R small", e.args[0] != 2)
+    print("R small", e.args[0])
 n.erase_key("regs")
 n.commit()
 try:
@@ -169,14 +171,14 @@ print("R cause", machine.reset_cause())
     b.start()
     b.wait_for("R cause", 20)
     r = results(b)
-    assert r["missing"] == "-4354"  # ESP_ERR_NVS_NOT_FOUND, negated as the ESP32 port does
+    assert r["missing"] == "-4354"  # ESP_ERR_NVS_NOT_FOUND, negated as the port raises it
     assert lit(r["pending"]) == b"token-2"  # visible before commit...
     assert r["after"] == "b'token-1' -5"  # ...lost at reset; the committed value stays
     assert r["extra"] == "-4354"
-    assert r["small"] == "True"  # a too-small buffer is an error, not a truncation
+    assert r["small"] == "-4364"  # ESP_ERR_NVS_INVALID_LENGTH: an error, not a truncation
     assert r["erased"] == "-4354"
-    assert r["cause"] == "5"  # machine.reset() shows as SOFT_RESET on the ESP32 port
-    assert b.reset_causes == [1, 5]
+    assert r["cause"] == "2"  # machine.reset() is esp_restart(): HARD_RESET on the port
+    assert b.reset_causes == [1, 2]
     # NVS lives in the flash folder, outside what the firmware's os.listdir shows
     assert (b.flash / ".nvs" / "zeroburn" / "tok").exists()
 

@@ -21,6 +21,12 @@ def _read_exact(s, n):
         if not chunk:
             raise ConnectionError("peer closed")
         data += chunk
+        # acknowledge at once: a delayed ACK (40 ms) against the device's Nagle would pace a
+        # publish written in several pieces at one per 40 ms
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except (OSError, AttributeError):
+            pass
     return data
 
 
@@ -81,9 +87,12 @@ class Broker:
         self.tokens = {}  # (pk, dn) -> (clientId, token)
         self.events = []
         self.published = []  # (topic, payload) accepted by connwl sessions
+        self.pids = []  # the packet id of each (None at QoS 0)
         self.reg_rc = None
         self.conn_rc = None
         self.reply = None
+        self.reply_qos = 0  # QoS of the /ext/regnwl reply (Aliyun: 0)
+        self.reg_before = b""  # raw bytes sent after a registration's CONNACK 0, before the reply
         self.down = 0
         self.silent = False
         self.mute_after = None
@@ -204,6 +213,7 @@ class Broker:
                     continue
                 with self.lock:
                     self.published.append((topic, payload))
+                    self.pids.append(pid)
                 if qos:
                     s.sendall(b"\x40\x02" + struct.pack("!H", pid))
                 if topic.endswith("/request") and topic.startswith("/ext/ntp/"):
@@ -256,8 +266,9 @@ class Broker:
             self.tokens[(pk, dn)] = (cid, token)
         else:
             reply = self.reply
+        s.sendall(self.reg_before)
         if reply is not False:  # False: withhold the reply
-            s.sendall(publish_packet("/ext/regnwl", reply))
+            s.sendall(publish_packet("/ext/regnwl", reply, qos=self.reply_qos))
         s.settimeout(5)
         try:
             head, _ = read_packet(s)  # the device's DISCONNECT, or it just closes

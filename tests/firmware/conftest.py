@@ -29,6 +29,7 @@ RESULT_KEYS = (
     "peak_alloc",
     "slept",
     "meta",
+    "trace",
 )
 
 

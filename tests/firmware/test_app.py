@@ -13,7 +13,9 @@ DN = "240ac4123456"
 def board(run, certs, broker):
     (run.cwd / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
 
-    def boot(limit_s, io_ms=1500, reply_ms=1500, oom=False, **cfg):
+    def boot(
+        limit_s, io_ms=1500, reply_ms=1500, oom=False, wrap=None, heap=None, trace=False, **cfg
+    ):
         c = {
             "product_key": PK,
             "product_secret": SECRET,
@@ -26,8 +28,14 @@ def board(run, certs, broker):
         c.update(cfg)
         params = {"cfg": c, "limit_ms": int(limit_s * 1000), "io_ms": io_ms, "reply_ms": reply_ms}
         params["oom"] = oom
+        params["harness_extras"] = {
+            "wrap": wrap,
+            "trace": trace,
+            "oom": oom,
+            "limit_ms": int(limit_s * 1000),
+        }
         (run.cwd / "scenario.json").write_text(json.dumps(params))
-        out = run.call("fw_scenarios", "boot")
+        out = run.call("fw_scenarios", "boot", heap=heap, timeout=600)
         for secret in [SECRET] + [tok for _, tok in broker.tokens.values()]:
             assert secret not in out, "a secret reached the console"
         lines = out.splitlines()
@@ -198,9 +206,13 @@ def test_bad_config_is_reported_and_nothing_starts(run, text, message):
     assert lines[0].startswith("[cfg] E: " + message) and lines[0].endswith("; not starting")
 
 
-def test_out_of_memory_three_times_in_a_row_resets_the_board_keeping_samples(board, broker):
-    log, r = board(120, oom=True)
-    errors = [line for line in log if line.startswith("[app] E: MemoryError")]
+@pytest.mark.parametrize("oom", [True, "tls"], ids=["MemoryError", "mbedtls-ENOMEM"])
+def test_out_of_memory_three_times_in_a_row_resets_the_board_keeping_samples(board, broker, oom):
+    """MemoryError from the VM, and OSError(ENOMEM) from a TLS allocation failure alike."""
+    log, r = board(120, oom=oom)
+    errors = [
+        line for line in log if line.startswith(("[app] E: MemoryError", "[app] E: OSError"))
+    ]
     assert [e.split(", ")[-1] for e in errors] == [
         "1 of 3 in a row",
         "2 of 3 in a row",
@@ -215,3 +227,53 @@ def test_out_of_memory_three_times_in_a_row_resets_the_board_keeping_samples(boa
     log, r = board(10)
     assert any("samples restored from RTC memory" in line for line in log)
     assert set(queued) <= set(ids(broker))
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [{"reply_qos": 2}, {"reg_before": b"\xd0\x02\x00\x00"}],
+    ids=["reply-at-qos2", "pingresp-with-a-body"],
+)
+def test_bad_exchange_after_connack_backs_off_long(board, broker, knob):
+    """umqtt.simple raises AssertionError at either; after CONNACK 0 that is the registration's
+    failure (long reg_backoff_s), never a network one (seconds: 5 slots gone in 20 s)."""
+    for k, v in knob.items():
+        setattr(broker, k, v)
+    log, r = board(55, reg_backoff_s=60, interval_s=60)  # waits 60 to 120 s after a failure
+    assert len(events(broker, "regnwl")) == 1, log
+    assert any(line.startswith("[reg] W: no usable /ext/regnwl reply") for line in log), log
+    assert r["sleeps"] and min(r["sleeps"]) >= 60000, r["sleeps"]
+    assert not r["has_token"] and r["regs"] == 0
+
+
+# The VM only (the board's runtime, where umqtt's struct.pack_into silently truncates id
+# 65,536 to 0): 65,540 real publishes take ~1.5 min there; the wrap itself is checked on both
+# runtimes by test_transport.py's test_packet_ids_wrap_and_every_publish_is_acknowledged.
+@pytest.mark.parametrize("runtime", ["micropython"], indirect=True)
+def test_long_run_crosses_the_ticks_window_and_the_packet_id_wrap(board, broker):
+    """A sample every 9 s for 6.8 days of virtual time on a 32-bit port's ticks (they wrap a
+    minute after boot; ticks_diff answers within 2**29 ms = 6.2 days), in one session: the
+    65,536th QoS 1 packet goes out as packet id 1, uptime_s keeps counting."""
+    n = 65540
+    log, r = board(
+        n * 9, interval_s=9, keepalive_s=1200, buffer_max=8, wrap=[60000, 90], heap="96K"
+    )
+    assert r["stop"] == "virtual time limit"
+    assert len(events(broker, "connwl")) == 1  # never a reconnect
+    sent = [json.loads(p) for t, p in broker.published if t.endswith("/user/update")]
+    assert len(sent) >= 65536 and [d["id"] for d in sent] == list(range(1, len(sent) + 1))
+    topics = [t for t, _ in broker.published]
+    pids = [p for t, p in zip(topics, broker.pids, strict=True) if t.endswith("/user/update")]
+    i = pids.index(65535)  # the SUBACKs took ids 1 and 2: publishes started at 3
+    assert 0 not in pids and pids[i : i + 3] == [65535, 1, 2], pids[i - 2 : i + 5]
+    up = [d["uptime_s"] for d in sent]
+    assert up == sorted(up) and up[-1] > (1 << 29) // 1000  # past 6.2 days, still right
+    assert abs(up[-1] - r["now"] // 1000) <= 30
+
+
+def test_tls_context_is_made_with_the_radio_on(board, broker):
+    """mbedTLS seeds its CTR-DRBG when the context is made; ESP-IDF's RNG is only truly random
+    once the RF subsystem is on: Wi-Fi active first, the context after, still at boot."""
+    log, r = board(3, trace=True)
+    assert r["trace"][:2] == ["radio switched on", "tls context made"], r["trace"]
+    assert f"[mqtt] online as {DN}" in log

@@ -268,6 +268,19 @@ def test_config_check_messages(tmp_path, change, message):
     assert GOOD["product_secret"] not in p.stdout + p.stderr
 
 
+def test_config_check_and_flash_refuse_a_safe_mode_pin_the_chip_lacks(tmp_path):
+    """machine.Pin(22) raises ValueError on a C3 (GPIO 0 to 21): refused before flashing."""
+    path = tmp_path / "c.config.json"
+    path.write_text(json.dumps({**GOOD, "safe_mode_pin": 22}))
+    p = zeroburn("config", "check", path, "--board", "esp32-c3-devkitm-1")
+    assert p.returncode == 1
+    assert "safe_mode_pin 22 is not a GPIO of board esp32-c3-devkitm-1" in p.stderr, p.stderr
+    assert zeroburn("config", "check", path, "--board", "esp32-devkitc").returncode == 0
+    assert zeroburn("config", "check", path).returncode == 0  # no board named: schema only
+    with pytest.raises(ValueError, match="GPIO 0-21"):
+        flashing.board_config({"safe_mode_pin": 22}, boards.load("esp32-c3-devkitm-1"))
+
+
 def test_config_check_masks_secrets_and_takes_them_from_env(tmp_path):
     path = tmp_path / "c.config.json"
     path.write_text(json.dumps(GOOD))

@@ -1,10 +1,13 @@
 # `esp32` for a virtual board: NVS with ESP-IDF semantics, stored in the flash folder (one file
 # per committed entry, replaced atomically), and the chip temperature.
 import errno
+import json
 import os
 
 import zbboard
 
+# IDF codes, negated as the port raises them (OSError(-4354) and so on)
+_ERR_NOT_FOUND = -0x1102  # ESP_ERR_NVS_NOT_FOUND: no such key
 _ERR_INVALID_LENGTH = -0x110C  # ESP_ERR_NVS_INVALID_LENGTH: get_blob buffer too small
 _ERR_NOT_FOUND = -0x1102  # ESP_ERR_NVS_NOT_FOUND (-4354): the port negates IDF codes (FACTS.md)
 _KEY_MAX = 15
@@ -111,12 +114,27 @@ class NVS:
             zbboard.checkpoint("nvs_commit")  # between two entries of one commit
 
 
-def mcu_temperature():
+def _version(text):
+    return tuple(int(x) for x in text.split("."))
+
+
+def _mcu_temperature():
     return int(zbboard.ctl("temperature", "41"))
 
 
-def raw_temperature():
-    return int(mcu_temperature() * 1.8 + 32)
+def _raw_temperature():
+    return int(_mcu_temperature() * 1.8 + 32)  # the original ESP32's: Fahrenheit, uncalibrated
+
+
+# Which temperature function this board's port has, and from which MicroPython version, is the
+# board file's ("temp_functions", e.g. mcu_temperature from 1.23 on S2/S3/C3 only); the
+# virtual board's MicroPython version is its setting. Absent functions raise AttributeError.
+_chip = json.loads(zbboard.ctl("chip") or "{}")
+_have = _version(_chip.get("micropython", "1.28"))
+_funcs = {"mcu_temperature": _mcu_temperature, "raw_temperature": _raw_temperature}
+for _name, _since in _chip.get("temp_functions", {"mcu_temperature": "1.23"}).items():
+    if _have >= _version(_since):
+        globals()[_name] = _funcs[_name]
 
 
 def hall_sensor():

@@ -1,5 +1,7 @@
 # ESP32 `machine` for a virtual board: chip id, resets and their causes, watchdog, RTC, Pin.
 # Shim only: never copied to a board (it would shadow the real module there).
+import json
+
 import zbboard
 from umachine import *  # noqa: F401,F403  (the VM's own stub: idle, mem8, ...)
 
@@ -16,6 +18,11 @@ EXT1_WAKE = 3
 TIMER_WAKE = 4
 
 _RTC_SIZE = 2048
+
+
+def _gpios():
+    """[[lo, hi], ...]: the GPIO numbers the emulated chip has (its board file, "gpio")."""
+    return json.loads(zbboard.ctl("chip") or "{}").get("gpio", [[0, 39]])
 
 
 def unique_id():
@@ -39,12 +46,12 @@ def _stop(kind, arg=0):
 
 
 def reset():
-    """Chip reset (esp_restart): the ESP32 port reports it as SOFT_RESET afterwards."""
+    """Chip reset (esp_restart): afterwards reset_cause() is HARD_RESET (ESP_RST_SW)."""
     _stop("reset")
 
 
 def soft_reset():
-    """MicroPython soft reset: VM restarts, boot.py runs, the chip's reset cause is kept."""
+    """MicroPython soft reset: VM restarts, boot.py runs; reset_cause() is SOFT_RESET."""
     _stop("soft_reset")
 
 
@@ -72,7 +79,9 @@ class WDT:
     feed() is not called within the timeout."""
 
     def __init__(self, id=0, timeout=5000):
-        if timeout < 1000:
+        if id != 0:  # machine_wdt.c: the task watchdog is the only one
+            raise ValueError
+        if timeout <= 0:
             raise ValueError("WDT timeout too short")
         self.timeout = timeout
         self._fed = zbboard.ticks_ms()
@@ -88,7 +97,7 @@ class WDT:
 
 
 class RTC:
-    def __init__(self, id=0):
+    def __init__(self):  # the port's RTC() takes no arguments (TypeError otherwise)
         pass
 
     def datetime(self, dt=None):
@@ -122,6 +131,8 @@ class Pin:
     IRQ_FALLING = 2
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
+        if not any(lo <= id <= hi for lo, hi in _gpios()):
+            raise ValueError("invalid pin")  # machine_pin.c: no such GPIO on this chip
         self.id = id
         self.mode = mode
         self.pull = pull

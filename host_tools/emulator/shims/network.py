@@ -16,6 +16,7 @@ AUTH_OPEN = 0
 AUTH_WPA2_PSK = 3
 
 _CONNECT_MS = 300  # a virtual association takes this long, so "connecting" is observable
+_RETRY_MS = 1000  # one reconnection attempt of the driver while the AP is missing or refuses
 # One state per interface, shared by every WLAN(STA_IF) object, as on the ESP32 port.
 _ifaces = {}
 
@@ -26,12 +27,25 @@ def _linked():
 
 
 class WLAN:
+    """The port's station (network_wlan.c): connect() marks the connection requested and the
+    driver reconnects by itself after every drop, forever by default (config reconnects=0) or
+    n times; meanwhile status() is STAT_CONNECTING and a second connect() raises
+    OSError("Wifi Internal Error") (ESP_ERR_WIFI_CONN). Only once the driver gives up does
+    status() report the reason (STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD)."""
+
     def __init__(self, interface_id=STA_IF):
         if interface_id not in (STA_IF, AP_IF):
             raise ValueError("invalid WLAN interface identifier")
         self.interface = interface_id
         if interface_id not in _ifaces:
-            _ifaces[interface_id] = {"active": False, "ssid": None, "password": "", "since": 0}
+            _ifaces[interface_id] = {
+                "active": False,
+                "ssid": None,
+                "password": "",
+                "since": 0,
+                "reconnects": 0,
+                "failing": None,  # ticks when the AP went missing or refused, else None
+            }
         self._s = _ifaces[interface_id]
 
     def active(self, is_active=None):
@@ -44,25 +58,44 @@ class WLAN:
     def connect(self, ssid=None, key=None, bssid=None):
         if not self._s["active"]:
             raise OSError("Wifi Not Started")
+        if self._s["ssid"] is not None and self._state() == STAT_CONNECTING:
+            raise OSError("Wifi Internal Error")  # the driver is (re)connecting already
         self._s["ssid"] = ssid
         self._s["password"] = key or ""
         self._s["since"] = zbboard.ticks_ms()
+        self._s["failing"] = None
 
     def disconnect(self):
         self._s["ssid"] = None
 
-    def _state(self):
-        if not self._s["active"] or self._s["ssid"] is None:
-            return STAT_IDLE
-        ap = zbboard.ctl("wifi", "up")
-        if ap != "up":
+    def _ap(self):
+        """What the AP answers right now: STAT_GOT_IP, or the reason it does not."""
+        if zbboard.ctl("wifi", "up") != "up":
             return STAT_NO_AP_FOUND
         ap_password = zbboard.ctl("wifi_password")
         if ap_password is not None and ap_password != self._s["password"]:
             return STAT_WRONG_PASSWORD
-        if zbboard.ticks_diff(zbboard.ticks_ms(), self._s["since"]) < _CONNECT_MS:
-            return STAT_CONNECTING
         return STAT_GOT_IP
+
+    def _state(self):
+        s = self._s
+        if not s["active"] or s["ssid"] is None:
+            return STAT_IDLE
+        now = zbboard.ticks_ms()
+        ap = self._ap()
+        if ap == STAT_GOT_IP:
+            if s["failing"] is not None:  # the driver's next attempt gets through
+                s["failing"] = None
+                s["since"] = now
+            if zbboard.ticks_diff(now, s["since"]) < _CONNECT_MS:
+                return STAT_CONNECTING
+            return STAT_GOT_IP
+        if s["failing"] is None:
+            s["failing"] = now
+        tries = zbboard.ticks_diff(now, s["failing"]) // _RETRY_MS
+        if s["reconnects"] and tries >= s["reconnects"]:
+            return ap  # the driver gave up: the reason shows
+        return STAT_CONNECTING
 
     def status(self, param=None):
         if param is None:
@@ -91,6 +124,8 @@ class WLAN:
         return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
 
     def config(self, *args, **kwargs):
+        if "reconnects" in kwargs:
+            self._s["reconnects"] = max(0, int(kwargs["reconnects"]))
         if args:
             key = args[0]
             if key == "mac":
@@ -101,6 +136,8 @@ class WLAN:
                 return "esp32"
             if key == "txpower":
                 return 20
+            if key == "reconnects":
+                return self._s["reconnects"]
             raise ValueError("unknown config param")
         return None
 

@@ -28,9 +28,25 @@ def resolve(host):
     return None
 
 
+def dns_wait():
+    """A DNS server that never answers: lwIP's getaddrinfo blocks (no timeout of its own, no
+    watchdog feed) through its retries, then fails. How long is the emulator setting
+    `dns_stall_ms` (default 14000: lwIP's DNS_MAX_RETRIES 4 at 1+1+2+3 s, for two servers)."""
+    if zbboard.ctl("dns") != "stall":
+        return
+    left = int(zbboard.ctl("dns_stall_ms", "14000"))
+    while left > 0:
+        zbboard.checkpoint()
+        zbboard.sleep_ms(min(left, 100))
+        left -= 100
+    raise OSError(_DNS_FAIL)
+
+
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     if not network._linked():
         raise OSError(_DNS_FAIL)  # no Wi-Fi, no DNS
+    if resolve(host) != host:  # a name, not an IP literal: it goes to the DNS server
+        dns_wait()
     addr = resolve(host)
     if addr is None:
         raise OSError(_DNS_FAIL)

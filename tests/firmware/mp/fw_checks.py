@@ -302,6 +302,60 @@ def check_backoff_grows_with_jitter_and_cap():
     assert app.jittered(1000, 40, 5000) <= 5000
 
 
+class _Ticks32:
+    """A 32-bit port's ticks (period 2**30 ms) under virtual control, for zeroburn.clock."""
+
+    def __init__(self, real, start):
+        self.real = real
+        self.t = start
+
+    def ticks_ms(self):
+        return self.t % (1 << 30)
+
+    def ticks_add(self, t, d):
+        return (t + d) % (1 << 30)
+
+    def ticks_diff(self, a, b):
+        d = (a - b) % (1 << 30)
+        return d - (1 << 30) if d >= 1 << 29 else d
+
+    def sleep_ms(self, ms):
+        self.t += ms
+
+    def gmtime(self, s=0):
+        return self.real.gmtime(s)
+
+
+def check_uptime_is_right_past_the_ticks_window():
+    import time
+
+    from zeroburn import clock
+
+    vt = _Ticks32(time, (1 << 30) - 5000)  # the ticks wrap 5 s after boot
+    clock.time = vt
+    try:
+        c = clock.Clock()
+        for _ in range(24 * 30):  # 30 days, read once an hour
+            vt.t += 3600000
+            c.uptime_s()
+        assert c.uptime_s() == 30 * 86400, c.uptime_s()
+        c.sleep_ms(1500, lambda: None)  # sleeps count too
+        assert c.uptime_s() == 30 * 86400 + 1
+    finally:
+        clock.time = time
+
+
+def check_wdt_must_outlast_the_connect_deadline():
+    assert cfg(wdt_s=20).connect_s == 15  # the defaults fit the smallest watchdog
+    try:
+        cfg(wdt_s=20, connect_s=16)
+    except ValueError as e:
+        assert "wdt_s (20) must be at least connect_s + 5 (21)" in str(e), str(e)
+    else:
+        raise AssertionError("wdt_s below connect_s + 5 accepted")
+    assert cfg(wdt_s=25, connect_s=20).wdt_s == 25
+
+
 def names():
     return sorted(k for k in globals() if k.startswith("check_"))
 

@@ -28,6 +28,11 @@ class FakeHW:
     def unique_id(self):
         return self.mac
 
+    def radio_on(self):
+        note = getattr(self, "harness_trace_note", None)  # fw_longrun's, when tracing
+        if note:
+            note("radio switched on")
+
     def wifi_start(self, ssid, password):
         pass
 
@@ -132,11 +137,17 @@ def boot():
         pass
     hw.wifi = p.get("wifi", True)
     clock = FakeClock(p["limit_ms"])
+    # Long-run clock, TLS trace, mbedTLS's ENOMEM: fw_longrun's, named by long strings (not
+    # interned): the memory test runs this module in the firmware's heap, where every name is
+    # a qstr for good.
+    x = p.get("harness_extras")
+    if x:
+        clock = getattr(__import__("fw_longrun"), "harness_prepare")(x, hw, Stop, clock)  # noqa: B009
     a = app.App(cfg, hw, clock)
     a.io_ms = p.get("io_ms", 3000)
     a.reply_ms = p.get("reply_ms", 3000)
     if p.get("oom"):  # every connection attempt runs out of memory
-        a.opener = out_of_memory
+        a.opener = getattr(hw, "harness_opener", out_of_memory)
     reason = None
     try:
         a.run()
@@ -157,5 +168,6 @@ def boot():
         hw.peak,
         hw.slept,
         a.buf.meta,
+        getattr(hw, "harness_trace", None),
     ]
     print("RESULT", json.dumps(result))

@@ -72,3 +72,22 @@ def big_packet(host, port, ca, timeout_ms, cid, token):
         print("ERR OSError", e.args[0])
     finally:
         c.close()
+
+
+def wrap(host, port, ca, timeout_ms, cid, token, first):
+    """QoS 1 publishes with the packet id counter at `first`: each is acknowledged."""
+    ctx = start.tls_context(ca)
+    opener = lambda: net.open_tls(ctx, host, port, timeout_ms, lambda: None)
+    c = mqtt.Client(*mqtt.connwl(cid, "240ac4123456", "a1B2C3D4E5F", token), 60, opener)
+    try:
+        c.connect()
+        c.pid = first
+        for i in range(4):
+            c.sock.deadline(timeout_ms)
+            c.publish(b"/a1B2C3D4E5F/240ac4123456/user/update", b'{"n":%d}' % i, qos=1)
+            c.sock.deadline(None)
+            print("ACKED", c.pid)
+    except Exception as e:
+        print("ERR", type(e).__name__, e.args)
+    finally:
+        c.close()
