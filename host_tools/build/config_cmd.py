@@ -325,7 +325,7 @@ def _check(args):
     try:
         d, cfg, sources = load(args.file)
         if getattr(args, "board", None):
-            from host_tools import boards
+            from host_tools.build import boards
 
             boards.check_config(d, boards.load(args.board))
     except ValueError as e:

@@ -145,7 +145,7 @@ class VirtualBoard:
     def _chip_text(name, micropython):
         """What the shims emulate, as data: the GPIOs and temperature functions of board file
         `name` (boards/<name>.json) and the MicroPython version (e.g. "1.22")."""
-        from host_tools import boards
+        from host_tools.build import boards
 
         b = boards.load(name)
         parts = micropython.split(".")

@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
-from host_tools.config_cmd import platform_config
 
+from host_tools.build.config_cmd import platform_config
 from host_tools.emulator import VirtualBoard
 from host_tools.platform.testing import running_platform
 
