@@ -9,7 +9,7 @@ from host_tools.build import boards
 from host_tools.errors import ZeroburnError
 from host_tools.flash.console import Console, Progress
 from host_tools.flash.info import check_runtime, device_name
-from host_tools.flash.link import OWNED_DIRS, BoardLink
+from host_tools.flash.link import OWNED_DIRS, OWNED_UMQTT, BoardLink
 
 
 def board_config(config, board):
@@ -30,9 +30,17 @@ def plan_copy(staged, on_board):
     return copy, same
 
 
+def owned(path):
+    """Whether a file on the board belongs to zeroburn's library (link.OWNED_DIRS)."""
+    folder, _, name = path.rpartition("/")
+    if folder not in OWNED_DIRS and not any(path.startswith(d + "/") for d in OWNED_DIRS):
+        return False
+    return not folder.endswith("umqtt") or name in OWNED_UMQTT
+
+
 def stale_files(staged, board_files):
     """Files in the firmware's own folders on the board that this build does not produce."""
-    return sorted(f for f in board_files if f.split("/", 1)[0] in OWNED_DIRS and f not in staged)
+    return sorted(f for f in board_files if owned(f) and f not in staged)
 
 
 def _ca_text(path, progress):

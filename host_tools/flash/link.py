@@ -13,8 +13,12 @@ from pathlib import Path
 from host_tools.errors import ZeroburnError
 
 # Folders the firmware owns on a board: files there that the build does not produce are stale
-# (an old module would still be importable, a .py shadows the .mpy of the same name).
-OWNED_DIRS = ("zeroburn", "umqtt")
+# (an old module would still be importable, a .py shadows the .mpy of the same name). The
+# library lives in /lib (as mip installs it); "zeroburn" and "umqtt" at the root are where
+# builds before 0.2 put it, and a copy left there would shadow the /lib one ('' comes first on
+# sys.path). In umqtt/ only simple.* is ours (umqtt.robust from mip may sit beside it).
+OWNED_DIRS = ("lib/zeroburn", "lib/umqtt", "zeroburn", "umqtt")
+OWNED_UMQTT = ("simple.py", "simple.mpy")
 # While copying, the firmware's watchdog (which cannot be stopped, and on an ESP32 survives a
 # soft reset) is re-armed this long; the reset at the end of the flash clears it.
 COPY_WDT_MS = 30 * 60 * 1000
