@@ -39,9 +39,10 @@ def render(firmware=FIRMWARE, root=ROOT):
     def pairs(rows):
         return ",\n".join("    " + json.dumps(r) for r in rows)
 
-    return (
-        '{\n  "urls": [\n%s\n  ],\n  "deps": [\n%s\n  ],\n  "version": %s\n}\n'
-        % (pairs(d["urls"]), pairs(d["deps"]), json.dumps(d["version"]))
+    return '{\n  "urls": [\n%s\n  ],\n  "deps": [\n%s\n  ],\n  "version": %s\n}\n' % (
+        pairs(d["urls"]),
+        pairs(d["deps"]),
+        json.dumps(d["version"]),
     )
 
 

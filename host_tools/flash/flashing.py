@@ -9,7 +9,7 @@ from host_tools.build import boards
 from host_tools.errors import ZeroburnError
 from host_tools.flash.console import Console, Progress
 from host_tools.flash.info import check_runtime, device_name
-from host_tools.flash.link import OWNED_DIRS, OWNED_UMQTT, BoardLink
+from host_tools.flash.link import LEGACY_DIRS, OWNED_DIRS, OWNED_UMQTT, BoardLink
 
 
 def board_config(config, board):
@@ -117,7 +117,8 @@ def flash(
         total = sum(len(files[p]) for p in copy) or 1
         done = 0
         progress.update("copy", 0, f"{len(copy)} files")
-        dirs = {str(Path(p).parent) for p in copy if "/" in p}
+        # every folder down to each file (lib/ first, then lib/zeroburn): os.mkdir makes one
+        dirs = {str(d) for p in copy for d in Path(p).parents if str(d) != "."}
         link.mkdirs(dirs)
         for p in copy:
             base = done
@@ -128,6 +129,7 @@ def flash(
             )
             done += len(files[p])
         link.remove(stale)
+        link.rmdirs(LEGACY_DIRS)
         progress.update("verify")
         after = link.hashes(sorted(hashes))["hashes"]
         bad = [p for p in hashes if after.get(p) != hashes[p]]

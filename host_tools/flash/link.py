@@ -19,6 +19,9 @@ from host_tools.errors import ZeroburnError
 # sys.path). In umqtt/ only simple.* is ours (umqtt.robust from mip may sit beside it).
 OWNED_DIRS = ("lib/zeroburn", "lib/umqtt", "zeroburn", "umqtt")
 OWNED_UMQTT = ("simple.py", "simple.mpy")
+# The old layout's folders go too once empty: MicroPython imports a bare folder as a namespace
+# package, so an empty /zeroburn would still hide /lib/zeroburn.
+LEGACY_DIRS = ("zeroburn", "umqtt")
 # While copying, the firmware's watchdog (which cannot be stopped, and on an ESP32 survives a
 # soft reset) is re-armed this long; the reset at the end of the flash clears it.
 COPY_WDT_MS = 30 * 60 * 1000
@@ -219,6 +222,13 @@ class BoardLink:
                 "import os\nfor p in %r:\n try:\n  os.remove(p)\n except OSError:\n  pass\n"
                 % sorted(paths_)
             )
+
+    def rmdirs(self, dirs):
+        """Remove these folders where they are empty (os.rmdir refuses the others)."""
+        self.exec(
+            "import os\nfor d in %r:\n try:\n  os.rmdir(d)\n except OSError:\n  pass\n"
+            % list(dirs)
+        )
 
     def arm_watchdog(self):
         """Re-arm an ESP32 watchdog left running by the firmware with a long timeout (a new

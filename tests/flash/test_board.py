@@ -104,7 +104,7 @@ def test_flash_info_reflash_and_wipe(served, platform, tmp_path):
     wiped, p = flash_json(link, cfg, plat.ca_path, "--wipe-credentials")
     assert wiped["copied"] == ["config.json"]
     assert wiped["removed"] == ["lib/zeroburn/old_module.py", "zeroburn/app.py"]
-    assert not stale.exists() and not legacy.exists()
+    assert not stale.exists() and not legacy.parent.exists()  # no empty namespace folder
     assert wiped["credentials_wiped"] is True
     assert wiped["registered"] == DN and wiped["acked"] >= 1
     assert wait_registrations(plat, pk, 2) == 2
