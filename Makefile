@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"
 	@touch $@
 
-$(UMQTT): pyproject.toml $(STAMP)
+$(UMQTT): host_tools/build/micropython-deps.toml $(STAMP)
 	$(PY) -m host_tools.build.deps
 
 test: setup ## run the whole test suite

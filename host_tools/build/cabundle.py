@@ -103,7 +103,7 @@ def _sdk_source():
     except importlib.metadata.PackageNotFoundError:
         raise ZeroburnError(
             f"the Aliyun CA bundle is taken from the {SDK_DIST} package, which is not installed: "
-            "run `make setup` (it installs the dev extras), or give your own bundle with --ca FILE"
+            "run `make setup` (or `pip install zeroburn`), or give your own bundle with --ca FILE"
         )
     if dist.version != SDK_VERSION:
         raise ZeroburnError(

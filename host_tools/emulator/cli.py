@@ -323,4 +323,4 @@ def _run(args):
 
 def _installed(flash, runtime):
     ext = ".mpy" if runtime == "micropython" else ".py"
-    return (flash / "main.py").exists() and (flash / "zeroburn" / f"app{ext}").exists()
+    return (flash / "main.py").exists() and (flash / "lib" / "zeroburn" / f"app{ext}").exists()
