@@ -4,6 +4,7 @@
 # includes this file (boards/<board>.manifest.py). boot.py and main.py are not library files:
 # the build puts them at / (they stay on the filesystem, the user's to change).
 # ruff: noqa: F821  (metadata, require, package are supplied by the manifest tool)
+# pyright: reportUndefinedVariable=false
 metadata(
     description="zeroburn: self-registering Aliyun IoT firmware",
     version="0.1.0",

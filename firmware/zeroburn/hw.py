@@ -53,18 +53,25 @@ class Hardware:
             return None
 
     def temperature(self):
+        # Each chip's esp32 module has one of the two (ESP32_GENERIC has no mcu_temperature,
+        # the S2/S3/C3 builds no raw_temperature): looked up, not called blindly.
         try:
             import esp32
-
-            return esp32.mcu_temperature()  # S2, S3, C3
-        except (ImportError, AttributeError, OSError):
-            pass
-        try:
-            import esp32
-
-            return round((esp32.raw_temperature() - 32) / 1.8, 1)  # original ESP32, Fahrenheit
-        except (ImportError, AttributeError, OSError):
+        except ImportError:
             return None
+        read = getattr(esp32, "mcu_temperature", None)  # S2, S3, C3 (v1.23+)
+        if read is not None:
+            try:
+                return read()
+            except OSError:
+                pass
+        read = getattr(esp32, "raw_temperature", None)  # original ESP32, Fahrenheit
+        if read is not None:
+            try:
+                return round((read() - 32) / 1.8, 1)
+            except OSError:
+                pass
+        return None
 
     def deepsleep(self, ms):
         machine.deepsleep(ms)

@@ -113,7 +113,7 @@ def _sdk_source():
     entry = next((f for f in dist.files or () if f.as_posix() == SDK_FILE), None)
     if entry is None:
         raise ZeroburnError(f"{SDK_DIST} {SDK_VERSION} has no {SDK_FILE}")
-    data = Path(dist.locate_file(entry)).read_bytes()
+    data = Path(str(dist.locate_file(entry))).read_bytes()
     if entry.hash is not None and entry.hash.mode == "sha256":
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         if digest != entry.hash.value:

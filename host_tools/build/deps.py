@@ -157,7 +157,10 @@ def fetch(dep, dest_root=BUILD_LIB, cache=BUILD / "cache"):
             member = tar.getmember(wanted)
         except KeyError:
             raise ZeroburnError(f"{filename} has no {wanted}")
-        content = tar.extractfile(member).read()
+        f = tar.extractfile(member)
+        if f is None:
+            raise ZeroburnError(f"{wanted} in {filename} is not a regular file")
+        content = f.read()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(content)

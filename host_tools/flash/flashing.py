@@ -107,7 +107,9 @@ def flash(
         facts = link.facts()
         check_runtime(facts, board)
         if facts.get("uid"):
-            result["device_name"] = device_name(facts["uid"], config.get("device_name_prefix"))
+            result["device_name"] = device_name(
+                facts["uid"], config.get("device_name_prefix") or ""
+            )
         if not board.virtual:
             link.arm_watchdog()
         progress.update("compare")

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from host_tools.errors import ZeroburnError
 
@@ -145,7 +146,7 @@ class BoardLink:
         from mpremote.transport import TransportError
 
         try:
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
+            self.transport().enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
         except TransportError as e:
             raise ZeroburnError(
                 f"{self.device} does not answer like a MicroPython board ({e}): is MicroPython "
@@ -169,11 +170,17 @@ class BoardLink:
                 pass
             self.t = None
 
+    def transport(self):
+        """The open mpremote transport; ZeroburnError when the link is closed."""
+        if self.t is None:
+            raise ZeroburnError(f"the link to {self.device} is not open")
+        return self.t
+
     def exec(self, code):
         from mpremote.transport import TransportError, TransportExecError
 
         try:
-            return self.t.exec(code).decode()
+            return self.transport().exec(code).decode()
         except TransportExecError as e:
             raise ZeroburnError(f"the board refused a command: {e.error_output.strip()}")
         except TransportError as e:
@@ -240,10 +247,10 @@ class BoardLink:
         from mpremote.transport import TransportError
 
         try:
-            self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+            self.transport().exec_raw_no_follow("import machine\nmachine.reset()")
         except (TransportError, OSError):
             pass  # the reset may cut the line before the acknowledgement arrives
-        self.t.in_raw_repl = False
+        self.transport().in_raw_repl = False
 
     def lines(self, deadline):
         """Console lines until the deadline; reopens the port if the board's USB re-enumerated."""
@@ -252,8 +259,10 @@ class BoardLink:
         buf = b""
         while time.monotonic() < deadline:
             try:
-                self.t.serial.timeout = 0.2
-                chunk = self.t.serial.read(256)
+                # a serial.Serial: mpremote wraps it (SerialIntercept) only while `mount` runs
+                port = cast("serial.Serial", self.transport().serial)
+                port.timeout = 0.2
+                chunk = port.read(256)
             except (serial.SerialException, OSError):
                 self.close()
                 self.connect_timeout = max(1, deadline - time.monotonic())
