@@ -19,7 +19,7 @@ def firmware_size():
 
     files = staging.plan(board="virtual", runtime="micropython")
     mpy = {k: len(v) for k, v in files.items() if k.endswith(".mpy")}
-    own = {k: v for k, v in mpy.items() if not k.startswith("umqtt/")}
+    own = {k: v for k, v in mpy.items() if not k.startswith("lib/umqtt/")}
     src = {k: len(v) for k, v in files.items() if k.endswith(".py")}
     return {
         "mpy_bytes": sum(mpy.values()),
