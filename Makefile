@@ -7,7 +7,7 @@ UMQTT  := build/lib/umqtt/simple.py
 PEERS  := tests/peers/node_modules/.zeroburn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo lint format bench clean
+.PHONY: help setup test demo lint format bench clean package.json
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,11 +21,11 @@ $(PY):
 
 # Reinstall only when the pins change.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=23" "setuptools>=64"
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=23" "setuptools>=77"
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"
 	@touch $@
 
-$(UMQTT): pyproject.toml $(STAMP)
+$(UMQTT): host_tools/build/micropython-deps.toml $(STAMP)
 	$(PY) -m host_tools.build.deps
 
 # Aliyun's Node.js clients the platform is tested against (pinned by tests/peers' lockfile).
@@ -39,9 +39,13 @@ test: setup ## run the whole test suite
 demo: setup ## boot a virtual board against the local platform emulator and watch it register
 	$(PY) -m host_tools.emulator.demo
 
-lint: setup ## ruff check and ruff format --check
+lint: setup ## ruff check, ruff format --check, and the type check (firmware vs the ESP32 port, host vs CPython)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) .ci/typecheck.py
+
+package.json: firmware/manifest.py $(wildcard firmware/zeroburn/*.py) | $(STAMP) ## regenerate mip's package.json from firmware/manifest.py
+	$(PY) -m host_tools.build.mip
 
 format: setup ## apply ruff formatting
 	$(VENV)/bin/ruff format .

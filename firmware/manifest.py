@@ -1,7 +1,14 @@
-# What goes on a board (micropython-lib manifest style); host_tools/build.py executes it.
-# ruff: noqa: F821  (module, package, require, metadata are supplied by the build)
-metadata(description="zeroburn: self-registering Aliyun IoT firmware", version="0.1.0")
+# The zeroburn library, in MicroPython's manifest format (tools/manifestfile.py). One list, three
+# uses: `zeroburn build` stages these files into /lib (as .mpy), package.json (generated from this
+# file: `make package.json`) lets `mpremote mip install` put them in /lib, and a frozen image
+# includes this file (boards/<board>.manifest.py). boot.py and main.py are not library files:
+# the build puts them at / (they stay on the filesystem, the user's to change).
+# ruff: noqa: F821  (metadata, require, package are supplied by the manifest tool)
+# pyright: reportUndefinedVariable=false
+metadata(
+    description="zeroburn: self-registering Aliyun IoT firmware",
+    version="0.1.0",
+    license="MIT",
+)
 require("umqtt.simple")
-module("boot.py")
-module("main.py")
 package("zeroburn")

@@ -4,6 +4,7 @@
 import sys
 
 VERSION = "0.1.0"
+__version__ = VERSION  # the name mip and frozen builds use; one source
 
 # Console lines: "[phase] message"; warnings "[phase] W: ...", errors "[phase] E: ...".
 # Stable markers others parse (tests, `board run --until-messages`), listed in the README:

@@ -67,12 +67,18 @@ class Hardware:
     def temperature(self):
         """The chip's sensor in Celsius where the port has a calibrated one (mcu_temperature:
         S2, S3, C3 from MicroPython 1.23), else None. Never raw_temperature(): the original
-        ESP32's is uncalibrated (Fahrenheit, off by tens of degrees), so no value beats it."""
+        ESP32's is uncalibrated (Fahrenheit, off by tens of degrees), so no value beats it.
+        Looked up, not called blindly: ESP32_GENERIC's esp32 module has no mcu_temperature."""
         try:
             import esp32
-
-            return esp32.mcu_temperature()
-        except (ImportError, AttributeError, OSError):
+        except ImportError:
+            return None
+        read = getattr(esp32, "mcu_temperature", None)
+        if read is None:
+            return None
+        try:
+            return read()
+        except OSError:
             return None
 
     def deepsleep(self, ms):

@@ -108,6 +108,8 @@ class Transport:
 
     def readinto(self, buf, n=None):
         data = self.read(n or len(buf))
+        if data is None:
+            return None  # non-blocking and nothing yet, as a socket's readinto says
         buf[: len(data)] = data
         return len(data)
 

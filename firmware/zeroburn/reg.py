@@ -51,7 +51,8 @@ def register(a, ids):
     returns the delay before the next step (0: go on to log in)."""
     cfg = a.cfg
     got = []
-    c = Client(*ids, cfg.keepalive_s, a.opener)
+    cid, user, password = ids
+    c = Client(cid, user, password, cfg.keepalive_s, a.opener)
     c.set_callback(lambda t, m: got.append(m) if t == b"/ext/regnwl" else None)
     log("reg", "registering %s at %s:%d" % (a.dn, a.host, cfg.port))
     try:

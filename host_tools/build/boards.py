@@ -64,12 +64,16 @@ def _offset(value):
     return n
 
 
-def _text(value, key, required=True):
-    if value is None and not required:
-        return None
+def _str(value, key) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{key} must be a non-empty string")
     return value
+
+
+def _text(value, key, required=True):
+    if value is None and not required:
+        return None
+    return _str(value, key)
 
 
 KEYS = {
@@ -157,7 +161,7 @@ def parse(data, name):
         raise ValueError("notes must be a list of strings")
     board = Board(
         name=name,
-        description=_text(data["description"], "description"),
+        description=_str(data["description"], "description"),
         chip=chip,
         micropython_build=build,
         flash_offset=offset,

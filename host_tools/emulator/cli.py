@@ -441,4 +441,4 @@ def _follow(args, board, config, faults):
 
 def _installed(flash, runtime):
     ext = ".mpy" if runtime == "micropython" else ".py"
-    return (flash / "main.py").exists() and (flash / "zeroburn" / f"app{ext}").exists()
+    return (flash / "main.py").exists() and (flash / "lib" / "zeroburn" / f"app{ext}").exists()

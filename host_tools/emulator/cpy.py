@@ -20,6 +20,7 @@ import threading
 import time as _time
 import traceback
 import types
+from typing import Any
 
 from host_tools.emulator.base import SHIMS, PowerCut
 
@@ -286,7 +287,7 @@ class CpyCore:
                 return self._new_module(name, package=os.path.join(base, rel))
         raise ImportError(f"no module named '{name}'")
 
-    def _new_module(self, name, package=None):
+    def _new_module(self, name, package=None) -> Any:  # a board's module: attributes set freely
         m = types.ModuleType(name)
         m.__dict__["__builtins__"] = self.builtins
         if package:

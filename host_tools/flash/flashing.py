@@ -10,7 +10,7 @@ from host_tools.build import boards
 from host_tools.errors import ZeroburnError
 from host_tools.flash.console import Console, Progress
 from host_tools.flash.info import check_runtime, device_name
-from host_tools.flash.link import OWNED_DIRS, BoardLink
+from host_tools.flash.link import LEGACY_DIRS, OWNED_DIRS, OWNED_UMQTT, BoardLink
 
 
 def board_config(config, board):
@@ -32,9 +32,17 @@ def plan_copy(staged, on_board):
     return copy, same
 
 
+def owned(path):
+    """Whether a file on the board belongs to zeroburn's library (link.OWNED_DIRS)."""
+    folder, _, name = path.rpartition("/")
+    if folder not in OWNED_DIRS and not any(path.startswith(d + "/") for d in OWNED_DIRS):
+        return False
+    return not folder.endswith("umqtt") or name in OWNED_UMQTT
+
+
 def stale_files(staged, board_files):
     """Files in the firmware's own folders on the board that this build does not produce."""
-    return sorted(f for f in board_files if f.split("/", 1)[0] in OWNED_DIRS and f not in staged)
+    return sorted(f for f in board_files if owned(f) and f not in staged)
 
 
 def _ca_text(path, progress):
@@ -111,7 +119,9 @@ def flash(
         facts = link.facts()
         check_runtime(facts, board)
         if facts.get("uid"):
-            result["device_name"] = device_name(facts["uid"], config.get("device_name_prefix"))
+            result["device_name"] = device_name(
+                facts["uid"], config.get("device_name_prefix") or ""
+            )
         if not board.virtual:
             link.arm_watchdog()
         progress.update("compare")
@@ -121,7 +131,8 @@ def flash(
         total = sum(len(files[p]) for p in copy) or 1
         done = 0
         progress.update("copy", 0, plural(len(copy), "file"))
-        dirs = {str(Path(p).parent) for p in copy if "/" in p}
+        # every folder down to each file (lib/ first, then lib/zeroburn): os.mkdir makes one
+        dirs = {str(d) for p in copy for d in Path(p).parents if str(d) != "."}
         link.mkdirs(dirs)
         for p in copy:
             base = done
@@ -133,6 +144,7 @@ def flash(
             done += len(files[p])
         # and what an interrupted earlier flash left: its half-written temporary files
         link.remove(stale + [p + ".zbnew" for p in sorted(hashes)])
+        link.rmdirs(LEGACY_DIRS)
         progress.update("verify")
         after = link.hashes(sorted(hashes))["hashes"]
         bad = [p for p in hashes if after.get(p) != hashes[p]]

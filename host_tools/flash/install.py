@@ -77,5 +77,5 @@ def _install(args):
                 "bootloader, then try again"
             )
     if not args.dry_run:
-        print(f"MicroPython written at {hex(board.flash_offset)}; next: zeroburn flash")
+        print(f"MicroPython written at {board.flash_offset:#x}; next: zeroburn flash")
     return 0

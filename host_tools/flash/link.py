@@ -9,12 +9,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from host_tools.errors import ZeroburnError
 
 # Folders the firmware owns on a board: files there that the build does not produce are stale
-# (an old module would still be importable, a .py shadows the .mpy of the same name).
-OWNED_DIRS = ("zeroburn", "umqtt")
+# (an old module would still be importable, a .py shadows the .mpy of the same name). The
+# library lives in /lib (as mip installs it); "zeroburn" and "umqtt" at the root are where
+# builds before 0.2 put it, and a copy left there would shadow the /lib one ('' comes first on
+# sys.path). In umqtt/ only simple.* is ours (umqtt.robust from mip may sit beside it).
+OWNED_DIRS = ("lib/zeroburn", "lib/umqtt", "zeroburn", "umqtt")
+OWNED_UMQTT = ("simple.py", "simple.mpy")
+# The old layout's folders go too once empty: MicroPython imports a bare folder as a namespace
+# package, so an empty /zeroburn would still hide /lib/zeroburn.
+LEGACY_DIRS = ("zeroburn", "umqtt")
 # While copying, the firmware's watchdog (which cannot be stopped, and on an ESP32 survives a
 # soft reset) is re-armed this long; the reset at the end of the flash clears it.
 COPY_WDT_MS = 30 * 60 * 1000
@@ -138,7 +146,7 @@ class BoardLink:
         from mpremote.transport import TransportError
 
         try:
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
+            self.transport().enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
         except TransportError as e:
             raise ZeroburnError(
                 f"{self.device} does not answer like a MicroPython board ({e}): is MicroPython "
@@ -162,11 +170,17 @@ class BoardLink:
                 pass
             self.t = None
 
+    def transport(self):
+        """The open mpremote transport; ZeroburnError when the link is closed."""
+        if self.t is None:
+            raise ZeroburnError(f"the link to {self.device} is not open")
+        return self.t
+
     def exec(self, code):
         from mpremote.transport import TransportError, TransportExecError
 
         try:
-            return self.t.exec(code).decode()
+            return self.transport().exec(code).decode()
         except TransportExecError as e:
             raise ZeroburnError(f"the board refused a command: {e.error_output.strip()}")
         except TransportError as e:
@@ -216,6 +230,13 @@ class BoardLink:
                 % sorted(paths_)
             )
 
+    def rmdirs(self, dirs):
+        """Remove these folders where they are empty (os.rmdir refuses the others)."""
+        self.exec(
+            "import os\nfor d in %r:\n try:\n  os.rmdir(d)\n except OSError:\n  pass\n"
+            % list(dirs)
+        )
+
     def arm_watchdog(self):
         """Re-arm an ESP32 watchdog left running by the firmware with a long timeout (a new
         WDT reconfigures the running one); the reset at the end clears it."""
@@ -226,10 +247,10 @@ class BoardLink:
         from mpremote.transport import TransportError
 
         try:
-            self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+            self.transport().exec_raw_no_follow("import machine\nmachine.reset()")
         except (TransportError, OSError):
             pass  # the reset may cut the line before the acknowledgement arrives
-        self.t.in_raw_repl = False
+        self.transport().in_raw_repl = False
 
     def lines(self, deadline):
         """Console lines until the deadline; reopens the port if the board's USB re-enumerated."""
@@ -238,8 +259,10 @@ class BoardLink:
         buf = b""
         while time.monotonic() < deadline:
             try:
-                self.t.serial.timeout = 0.2
-                chunk = self.t.serial.read(256)
+                # a serial.Serial: mpremote wraps it (SerialIntercept) only while `mount` runs
+                port = cast("serial.Serial", self.transport().serial)
+                port.timeout = 0.2
+                chunk = port.read(256)
             except (serial.SerialException, OSError):
                 self.close()
                 self.connect_timeout = max(1, deadline - time.monotonic())

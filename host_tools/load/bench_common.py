@@ -28,9 +28,9 @@ class PlatformProcess:
 
     def __init__(self, state_dir):
         self.state_dir = Path(state_dir)
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self.mqtt_port = self.mqtts_port = None
-        self.ca_path = None
+        self.ca_path: str | None = None
 
     def _cli(self, *args):
         return [sys.executable, "-m", "host_tools.cli", "platform", *args]
@@ -80,6 +80,8 @@ class PlatformProcess:
 
     @property
     def pid(self):
+        if self.proc is None:
+            raise ZeroburnError("the platform process is not started")
         return self.proc.pid
 
     def add_product(self):

@@ -19,7 +19,7 @@ def firmware_size():
 
     files = staging.plan(board="virtual", runtime="micropython")
     mpy = {k: len(v) for k, v in files.items() if k.endswith(".mpy")}
-    own = {k: v for k, v in mpy.items() if not k.startswith("umqtt/")}
+    own = {k: v for k, v in mpy.items() if not k.startswith("lib/umqtt/")}
     src = {k: len(v) for k, v in files.items() if k.endswith(".py")}
     return {
         "mpy_bytes": sum(mpy.values()),
@@ -142,7 +142,7 @@ def full_cycle(board, console, messages, timeout, relays=(), t0=None):
     if t0 is None:  # else the caller powered the board on at t0
         t0 = time.monotonic()
         board.start()
-    marks = {"start": t0}
+    marks: dict = {"start": t0}
     end = t0 + timeout
     reg = console.wait("[reg] registered as", end - time.monotonic())
     if not reg:
@@ -308,9 +308,13 @@ def duty_cycle(work, state, pk, ps, plat, heap_kib, wakes=3):
         elif "[app] deep sleep" in line and boot_t is not None and token:
             awake.append((t - boot_t) * 1000)
     return {
-        "duty_cycle_awake_ms": round(lg.percentile(awake, 50), 1) if awake else None,
+        "duty_cycle_awake_ms": _round1(lg.percentile(awake, 50)),
         "duty_cycle_wakes": len(awake),
     }
+
+
+def _round1(x):
+    return None if x is None else round(x, 1)
 
 
 MAIN_RUN_HEAPS_KIB = (48, 128, 512)

@@ -37,7 +37,7 @@ class Mosquitto:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip()
+                err = (self.proc.communicate()[1] or b"").decode(errors="replace").strip()
                 raise ZeroburnError(f"mosquitto exited at start: {err}")
             try:
                 import socket
@@ -51,6 +51,8 @@ class Mosquitto:
 
     @property
     def pid(self):
+        if self.proc is None:
+            raise ZeroburnError("mosquitto is not started")
         return self.proc.pid
 
     def stop(self):

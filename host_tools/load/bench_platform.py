@@ -29,7 +29,7 @@ def platform_routes(pk, creds):
 
 async def platform_section(plat, pk, ps, prof):
     """Registrations/s over TLS, QoS 1 throughput, latency at scale, memory per connection."""
-    out = {"available": True}
+    out: dict = {"available": True}
     ctx = lg.client_ssl_context(plat.ca_path)
     host = "127.0.0.1"
     n_total = max(prof["scales"])

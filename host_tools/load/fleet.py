@@ -43,7 +43,7 @@ class BoardStats:
         self.index = index
         self.mac = mac
         self.dn = None
-        self.booted = None
+        self.booted: float | None = None
         self.registered = None
         self.online = None
         self.first_ack = None
@@ -88,10 +88,10 @@ class BoardStats:
             m = _ERROR.search(line)
             if m:
                 cause = error_cause(m.group(1), m.group(3))
-            elif _CRASH.match(line):
-                cause = "crash: " + _CRASH.match(line).group(1)
-            elif _BOARD.match(line):
-                cause = error_cause("board", _BOARD.match(line).group(1))
+            elif crash := _CRASH.match(line):
+                cause = "crash: " + crash.group(1)
+            elif board := _BOARD.match(line):
+                cause = error_cause("board", board.group(1))
             else:
                 return
             self.errors[cause] = self.errors.get(cause, 0) + 1

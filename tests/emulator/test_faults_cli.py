@@ -73,10 +73,10 @@ while True:
 def _fake_flash(tmp_path):
     # a stand-in for installed firmware that reports three acknowledged messages
     flash = tmp_path / "flash"
-    (flash / "zeroburn").mkdir(parents=True)
+    (flash / "lib" / "zeroburn").mkdir(parents=True)
     (flash / "main.py").write_text(textwrap.dedent(FAKE_FIRMWARE))
-    (flash / "zeroburn" / "app.py").write_text("")
-    (flash / "zeroburn" / "app.mpy").write_text("")
+    (flash / "lib" / "zeroburn" / "app.py").write_text("")
+    (flash / "lib" / "zeroburn" / "app.mpy").write_text("")
     (flash / "config.json").write_text("{}")
     return flash
 

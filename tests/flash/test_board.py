@@ -94,12 +94,17 @@ def test_flash_info_reflash_and_wipe(served, platform, tmp_path):
 
     # 4. a changed setting plus a stale module: only config.json goes over, the stale file
     # goes away; --wipe-credentials makes the board register exactly once more
-    stale = flash / "zeroburn" / "old_module.py"
+    stale = flash / "lib" / "zeroburn" / "old_module.py"
     stale.write_text("X = 1\n")
+    # and a copy at the root, where builds before /lib put the library: it would shadow /lib
+    legacy = flash / "zeroburn" / "app.py"
+    legacy.parent.mkdir()
+    legacy.write_text("raise ImportError('the old layout')\n")
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "interval_s": 7}))
     wiped, p = flash_json(link, cfg, plat.ca_path, "--wipe-credentials")
     assert wiped["copied"] == ["config.json"]
-    assert wiped["removed"] == ["zeroburn/old_module.py"] and not stale.exists()
+    assert wiped["removed"] == ["lib/zeroburn/old_module.py", "zeroburn/app.py"]
+    assert not stale.exists() and not legacy.parent.exists()  # no empty namespace folder
     assert wiped["credentials_wiped"] is True
     assert wiped["registered"] == DN and wiped["acked"] >= 1
     assert wait_registrations(plat, pk, 2) == 2

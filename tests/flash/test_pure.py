@@ -337,11 +337,25 @@ def test_config_init_for_the_platform(tmp_path):
 
 
 def test_copy_plan_stale_files_and_board_config():
-    staged = {"main.py": "a", "zeroburn/app.mpy": "b", "config.json": "c"}
-    copy, same = flashing.plan_copy(staged, {"main.py": "a", "zeroburn/app.mpy": "x"})
-    assert (copy, same) == (["config.json", "zeroburn/app.mpy"], ["main.py"])
-    board_files = ["zeroburn/app.mpy", "zeroburn/app.py", "umqtt/simple.py", "lib/x.py", "data"]
-    assert flashing.stale_files(staged, board_files) == ["umqtt/simple.py", "zeroburn/app.py"]
+    staged = {"main.py": "a", "lib/zeroburn/app.mpy": "b", "config.json": "c"}
+    copy, same = flashing.plan_copy(staged, {"main.py": "a", "lib/zeroburn/app.mpy": "x"})
+    assert (copy, same) == (["config.json", "lib/zeroburn/app.mpy"], ["main.py"])
+    board_files = [
+        "lib/zeroburn/app.mpy",
+        "lib/zeroburn/app.py",  # a .py beside the .mpy would shadow it
+        "lib/umqtt/simple.py",
+        "lib/umqtt/robust.mpy",  # the user's (mip install umqtt.robust): not ours
+        "lib/x.py",
+        "zeroburn/app.mpy",  # the layout before /lib: it would shadow /lib/zeroburn
+        "umqtt/simple.mpy",
+        "data",
+    ]
+    assert flashing.stale_files(staged, board_files) == [
+        "lib/umqtt/simple.py",
+        "lib/zeroburn/app.py",
+        "umqtt/simple.mpy",
+        "zeroburn/app.mpy",
+    ]
     c3 = boards.load("esp32-c3-devkitm-1")
     assert flashing.board_config({"_help": {}, "port": 1}, c3) == {"port": 1, "safe_mode_pin": 9}
     assert flashing.board_config({"safe_mode_pin": 4}, c3) == {"safe_mode_pin": 4}

@@ -71,6 +71,8 @@ _main = {"__name__": "__main__"}
 # they intern are made before the firmware's heap fills (not at a lazy first import mid-run).
 for _name in ("machine", "network", "esp32", "time", "ntptime", "socket", "os"):
     __import__(_name)
+# Every shim is loaded now: sys.path becomes exactly a board's (mip and the firmware read it).
+sys.path.remove(HOST + SHIMS)
 if os.getenv("ZB_MEASURE"):
     # how much heap the board's own machinery keeps (see board.vm_shims)
     import gc
