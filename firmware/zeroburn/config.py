@@ -84,6 +84,7 @@ class Settings:
     mode: str
     alink: bool
     wdt_s: int
+    connect_s: int
     buffer_max: int
     max_connwl_refusals: int
     reg_backoff_s: int

@@ -43,7 +43,7 @@ def test_user_application_scaffold_run_and_flash(tmp_path, platform, served, mic
     assert files["main.py"] != (FIRMWARE / "main.py").read_bytes()
     assert "sensors.mpy" in files and "lib/luxmeter.mpy" in files
     assert "notes.md" not in files and "config.json" not in files
-    assert "zeroburn/app.mpy" in files  # the firmware itself still comes with it
+    assert "lib/zeroburn/app.mpy" in files  # the firmware itself still comes with it
 
     # a virtual board runs it unchanged and the platform receives the user's sensor values
     flash = tmp_path / "board"

@@ -75,7 +75,7 @@ def test_board_run_stops_when_the_firmware_stops(tmp_path, platform):
     # no --timeout: before, this ran until killed
     p = zeroburn("board", "run", "--flash", tmp_path / "b", "--config", cfg, "--ca", bad,
                  "--mac", MAC, timeout=120)  # fmt: skip
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 1, p.stdout + p.stderr
     assert "[cfg] E: ca.pem" in p.stdout and "not starting" in p.stdout
     assert re.search(r"board 24:0a:c4:00:bb:01: cfg: ca\.pem: .*not starting", p.stderr)
     # an application whose main.py simply returns: the run ends and says so
@@ -286,7 +286,7 @@ def test_ctrl_c_in_flash_ends_the_line_and_says_to_run_it_again(tmp_path, platfo
     args = ("flash", "--device", link, "--board", "virtual", "--config", cfg,
             "--ca", plat.ca_path, "--timeout", "60")  # fmt: skip
     proc = popen(*args)
-    wait_output(proc, proc.stderr, "flash: copy zeroburn/", timeout=120)
+    wait_output(proc, proc.stderr, "flash: copy lib/zeroburn/", timeout=120)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
