@@ -45,12 +45,13 @@ c = machine.reset_cause()
 r = machine.RTC()
 print("R boot", c, bytes(r.memory()))
 r.memory(b"survives EN")
+print("R written")
 while True:
     time.sleep_ms(50)
 """,
     )
     b.start()
-    b.wait_for("R boot 1", 20)
+    b.wait_for("R written", 20)  # the reset comes after the write, not between print and write
     b.reset()
     # EN: the port reports ESP_RST_POWERON as PWRON_RESET, yet RTC memory is kept
     b.wait_for("R boot 1 b'survives EN'", 20)

@@ -99,6 +99,8 @@ def test_mip_install_onto_a_virtual_board_then_it_registers_and_reports(tmp_path
             assert r, "serve printed nothing"
             os.read(proc.stdout.fileno(), 4096)
             console = Console(proc.stderr)
+            # the board has booted (its ROM line) before mpremote asks it for a raw REPL
+            console.wait("rst:0x1 (POWERON_RESET)", timeout=60)
 
             # what a user's board knows of itself: mip reads sys.path and the .mpy version
             p = mpremote(
