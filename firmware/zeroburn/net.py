@@ -41,7 +41,6 @@ def open_tls(ctx, host, port, ms, feed, timeout=None):
         # each wait a poll under the deadline (a blocking one waits per read, with no bound)
         t.poller.unregister(raw)
         t.sock = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
-        t.tx = None  # handshake pending (see write)
     except BaseException:
         raw.close()
         raise
@@ -63,10 +62,11 @@ class Transport:
         self.blocking = True
         self.until = None
         self.poller = select.poll()
-        # last traffic each way, for keepalive decisions; tx None: TLS handshake pending, when
-        # a write that cannot go on waits for the peer's next flight (polling for writable
-        # would return at once on ports that poll the raw fd)
-        self.rx = self.tx = time.ticks_ms()
+        # last traffic each way, for keepalive decisions; tx None until the first write: TLS
+        # handshake pending, when a write that cannot go on waits for the peer's next flight
+        # (polling for writable would return at once on ports that poll the raw fd)
+        self.rx = time.ticks_ms()
+        self.tx = None
 
     def setblocking(self, blocking):
         self.blocking = blocking

@@ -129,7 +129,7 @@ def all_errors(d):
     for key, kind, *_ in sch.fields():
         if d.get(key) is None and kind != "S":
             continue
-        probe = dict(_STAND_INS)
+        probe: dict[str, object] = dict(_STAND_INS)
         if key in ("region", "instance_id", "host"):
             probe.pop("region")
         probe[key] = d.get(key)

@@ -328,6 +328,8 @@ class VirtualBoard:
         }
         if fault == "clock-drift":
             try:
+                if value is None:
+                    raise TypeError("no seconds given")
                 action = ("drift", float(value))
             except (TypeError, ValueError):
                 raise ValueError("clock-drift needs seconds, e.g. clock-drift@5=3600")
@@ -448,6 +450,7 @@ class VirtualBoard:
         through serial.on_done."""
         with self._cond:
             self._running = True
+        assert self._core is not None  # the serial bridge runs code only while state is "on"
         self._core.command(kind, code.encode() if isinstance(code, str) else code)
 
     def interrupt(self):
@@ -702,7 +705,7 @@ class VmCore:
     def __init__(self, board, gen):
         self.board = board
         self.gen = gen
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self):
         mp = rt.micropython_path()
@@ -741,10 +744,12 @@ class VmCore:
         self.reader.start()
 
     def _read(self):
+        proc = self.proc  # start() set it (with pipes) before starting this thread
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
         fds = {
             self.ev: "event",
-            self.proc.stdout.fileno(): "stdout",
-            self.proc.stderr.fileno(): "stderr",
+            proc.stdout.fileno(): "stdout",
+            proc.stderr.fileno(): "stderr",
         }
         for fd in fds:
             os.set_blocking(fd, False)
@@ -778,7 +783,7 @@ class VmCore:
                                 self._drain(ofd, name)
                     b.event(self.gen, line)
         os.close(self.ev)
-        status = self.proc.wait()
+        status = proc.wait()
         b._do(("exited", self.gen, status))
 
     def _drain(self, fd, name):
@@ -799,6 +804,8 @@ class VmCore:
                 pass
 
     def stdin(self, data):
+        # the board passes input only to a started core; stdin is a pipe
+        assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
@@ -806,6 +813,7 @@ class VmCore:
             pass
 
     def interrupt(self):
+        assert self.proc is not None  # the board interrupts only a started core
         try:
             self.proc.send_signal(signal.SIGINT)
         except OSError:
@@ -824,6 +832,7 @@ class VmCore:
                 os.close(fd)
             except OSError:
                 pass
+        assert self.proc.stdin is not None  # started with stdin=PIPE
         try:
             self.proc.stdin.close()
         except (OSError, ValueError):

@@ -176,7 +176,7 @@ class CpyCore:
             if HERE_MARK in frame.filename:
                 continue
             lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
-        if isinstance(e, OSError) and e.errno in errno.errorcode:
+        if isinstance(e, OSError) and e.errno is not None and e.errno in errno.errorcode:
             lines.append(f"OSError: [Errno {e.errno}] {errno.errorcode[e.errno]}\n")
         elif isinstance(e, OSError):
             lines.append(f"OSError: {e.args[0] if len(e.args) == 1 else e.args}\n")
@@ -496,6 +496,8 @@ class CpyCore:
             def load_verify_locations(self, cafile=None, cadata=None):
                 if cafile is not None:
                     raise ValueError("invalid cert")  # the VM rejects PEM files too (FACTS.md)
+                if cadata is None:
+                    raise TypeError("object with buffer protocol required")
                 data = bytes(cadata)
                 if data.startswith(b"-----BEGIN"):
                     raise ValueError("invalid cert")  # MicroPython's ssl takes DER only
@@ -905,7 +907,7 @@ class _SSLSocket:
         # MicroPython's SSL socket has no working settimeout (FACTS.md)
         self.blocking = t != 0
 
-    def _io(self, fn, write):
+    def _io(self, fn, write, eof):
         while True:
             self.core.checkpoint()
             try:
@@ -915,7 +917,7 @@ class _SSLSocket:
                     return None
                 self._wait(isinstance(e, _ssl.SSLWantWriteError) or write, None)
             except _ssl.SSLZeroReturnError:
-                return b"" if not write else 0
+                return eof  # the peer closed the session: b"" read, 0 written
             except _ssl.SSLCertVerificationError as e:  # a handshake inside the first write
                 raise OSError(-9984, f"MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ({e.verify_message})")
             except _ssl.SSLError as e:
@@ -926,7 +928,7 @@ class _SSLSocket:
     def read(self, n=-1):
         if n is None or n < 0:
             n = 4096
-        return self._io(lambda: self.s.recv(n), False)
+        return self._io(lambda: self.s.recv(n), False, b"")
 
     def recv(self, n):
         d = self.read(n)
@@ -943,7 +945,7 @@ class _SSLSocket:
 
     def write(self, data, n=None):
         data = bytes(memoryview(data)[: len(data) if n is None else n])
-        return self._io(lambda: self.s.send(data), True)
+        return self._io(lambda: self.s.send(data), True, 0)
 
     def send(self, data):
         n = self.write(data)

@@ -143,6 +143,7 @@ class SerialBridge:
             self.raw += bytes((c,))
 
     def _paste_byte(self):
+        assert self.paste is not None  # _process calls this in raw-paste only
         c = self.pending.find(b"\x03")
         if c >= 0 and (self.pending.find(b"\x04", 0, c) < 0):
             # Ctrl-C cancels raw-paste input, as pyexec's stdin reader does: end-of-input
@@ -231,6 +232,7 @@ class SerialBridge:
         self.board.exec_code("single", code)
 
     def _fpaste_byte(self, c):
+        assert self.fpaste is not None  # _process calls this in paste mode only
         if c == 0x03:
             self.fpaste = None
             self.write(b"\r\n>>> ")

@@ -330,6 +330,7 @@ def heap_search(work, prof, messages):
     with PlatformProcess(state) as plat:
         pk, ps = plat.add_product()
         cfg = _device_config(state, pk, ps, plat.mqtts_port, interval_s=1)
+        assert plat.ca_path is not None  # start() (the with) read it from serve's ready line
         ca = Path(plat.ca_path).read_text()
         from host_tools.load.fleet import prewarm_board_runtime
 

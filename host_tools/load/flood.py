@@ -36,8 +36,10 @@ def _serve(state, limits_off, timeout):
     log = open(Path(state).parent / f"serve-{'off' if limits_off else 'on'}.log", "wb")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=env)
     log.close()
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
     out = []
-    t = threading.Thread(target=lambda: out.append(proc.stdout.readline()), daemon=True)
+    t = threading.Thread(target=lambda: out.append(stdout.readline()), daemon=True)
     t.start()
     t.join(timeout)
     if not out or not out[0]:
@@ -157,14 +159,13 @@ def measure_flood(
 def run_flood(work, quick=False):
     """The bench's flood section: backpressure alone, then with Aliyun's default limits."""
     n = 600 if quick else 3000
-    out = {"available": True}
+    sections: dict[str, dict] = {}
     for name, off in (("backpressure", True), ("aliyun_limits", False)):
         try:
-            out[name] = measure_flood(work, limits_off=off, flood_messages=n)
+            sections[name] = measure_flood(work, limits_off=off, flood_messages=n)
         except (OSError, RuntimeError, TimeoutError, ConnectionError) as e:
-            out[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
-    out["available"] = any(v.get("available") for k, v in out.items() if k != "available")
-    return out
+            sections[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    return {"available": any(v.get("available") for v in sections.values()), **sections}
 
 
 if __name__ == "__main__":  # python -m host_tools.load.flood [--quick]

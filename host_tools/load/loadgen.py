@@ -2,6 +2,7 @@
 # itself (regnwl registration, connwl login, QoS 1 publish loops, a latency-measuring
 # subscriber), a byte-counting loopback relay, and the statistics the measurements need.
 import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -11,6 +12,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from host_tools.platform import auth, pki
 
@@ -101,23 +103,25 @@ class MqttClient(asyncio.Protocol):
 
     def __init__(self, on_message=None):
         self.on_message = on_message  # fn(topic: str, payload: bytes, received_at: float)
-        self.transport = None
+        self.transport: asyncio.WriteTransport | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.acked = 0  # PUBACKs received
         self._buf = b""
         self._pid = 0
-        self._connack = None
-        self._suback = None
-        self._ack_waiter = None
-        self._msg_waiter = None
+        # CONNACK and SUBACK slots: asyncio futures, or concurrent ones in the blocking observer
+        self._connack: asyncio.Future | concurrent.futures.Future | None = None
+        self._suback: asyncio.Future | concurrent.futures.Future | None = None
+        self._ack_waiter: asyncio.Future | None = None
+        self._msg_waiter: asyncio.Future | None = None
         self.inbox = []  # (topic, payload) when no on_message callback is set
         self.closed = None
         self._sub_sent = False
 
     # asyncio.Protocol
     def connection_made(self, transport):
-        self.transport = transport
+        # create_connection (TCP, with or without ssl=) hands a stream transport
+        self.transport = cast(asyncio.Transport, transport)
         self.closed = asyncio.get_running_loop().create_future()
 
     def data_received(self, data):
@@ -184,6 +188,7 @@ class MqttClient(asyncio.Protocol):
 
     def write(self, data):
         self.bytes_out += len(data)
+        assert self.transport is not None  # written to only once connected
         self.transport.write(data)
 
     def next_pid(self):
@@ -191,14 +196,14 @@ class MqttClient(asyncio.Protocol):
         return self._pid
 
     async def mqtt_connect(self, client_id, username, password, keepalive=60, timeout=10):
-        self._connack = asyncio.get_running_loop().create_future()
+        self._connack = fut = asyncio.get_running_loop().create_future()
         self.write(connect_packet(client_id, username, password, keepalive))
-        return await asyncio.wait_for(self._connack, timeout)
+        return await asyncio.wait_for(fut, timeout)
 
     async def subscribe(self, topic, qos=1, timeout=10):
-        self._suback = asyncio.get_running_loop().create_future()
+        self._suback = fut = asyncio.get_running_loop().create_future()
         self.write(subscribe_packet(self.next_pid(), [(topic, qos)]))
-        return await asyncio.wait_for(self._suback, timeout)
+        return await asyncio.wait_for(fut, timeout)
 
     async def wait_message(self, timeout):
         if not self.inbox:
@@ -446,7 +451,12 @@ class LatencyProbe:
         buckets = {}
         for t, lat in zip(self.sent_at, self.latencies, strict=True):
             buckets.setdefault(int(t - t0), []).append(lat)
-        return [(k, len(v), round(percentile(v, p), 2)) for k, v in sorted(buckets.items())]
+        out = []
+        for k, v in sorted(buckets.items()):
+            q = percentile(v, p)
+            assert q is not None  # a bucket holds at least one latency
+            out.append((k, len(v), round(q, 2)))
+        return out
 
 
 async def paced_publishing(clients_topics, rate_per_client, seconds, payload_fn):
@@ -607,6 +617,7 @@ class ByteRelay:
     def stop(self):
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._thread is not None  # the loop runs in it (start() made it)
             self._thread.join(10)
 
 
@@ -662,7 +673,7 @@ def percentile(values, p):
 
 def summarize(values, ps=(50, 95, 99)):
     """{'n', 'p50', 'p95', 'p99', 'max'} (None where empty), values rounded to 3 decimals."""
-    out = {"n": len(values)}
+    out: dict[str, float | None] = {"n": len(values)}
     for p in ps:
         v = percentile(values, p)
         out[f"p{p}"] = None if v is None else round(v, 3)
@@ -762,7 +773,9 @@ def observe(port, ca_path, username, password, topic, seconds, out=None):
     probe = LatencyProbe()
     client = MqttClient(on_message=probe.on_message)
 
-    class _Sock:
+    class _Sock(asyncio.WriteTransport):
+        """The blocking TLS socket, as the transport MqttClient writes through."""
+
         def write(self, data):
             s.sendall(data)
 
@@ -770,8 +783,8 @@ def observe(port, ca_path, username, password, topic, seconds, out=None):
             return False
 
     client.transport = _Sock()
-    client._connack = _Box()
-    client._suback = _Box()
+    client._connack = concurrent.futures.Future()  # no event loop here
+    client._suback = concurrent.futures.Future()
     client.write(connect_packet("bench-observer", username, password, 300))
     s.settimeout(1.0)
     end = time.perf_counter() + 10
@@ -792,26 +805,10 @@ def observe(port, ca_path, username, password, topic, seconds, out=None):
         if not _feed(client, s):
             break
     s.close()
-    result = {"latency_ms": summarize(probe.latencies)}
+    result: dict[str, object] = {"latency_ms": summarize(probe.latencies)}
     result["p99_by_second"] = [x[2] for x in probe.by_second(99)]
     print(json.dumps(result), file=out, flush=True)
     return 0
-
-
-class _Box:
-    """The bit of a future the blocking observer needs (no event loop there)."""
-
-    def __init__(self):
-        self._value, self._set = None, False
-
-    def done(self):
-        return self._set
-
-    def set_result(self, value):
-        self._value, self._set = value, True
-
-    def result(self):
-        return self._value
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+from typing import Literal, cast
 from urllib.parse import parse_qs
 
 from host_tools.platform import auth, registry
@@ -39,15 +40,17 @@ class Request(asyncio.Protocol):
     def __init__(self, plat):
         self.plat = plat
         self.buf = b""
-        self.head = None
-        self.transport = None
+        # (method, path, Content-Length) once parsed; False once answered
+        self.head: tuple[str, str, int] | Literal[False] | None = None
+        self.transport: asyncio.Transport | None = None
         self.timer = None
 
     def connection_made(self, transport):
-        self.transport = transport
+        # create_server over TCP (with ssl=) hands a stream transport
+        self.transport = t = cast(asyncio.Transport, transport)
         # the whole request within the connect deadline, as an MQTT client's CONNECT
         timeout = self.plat.settings["connect_timeout_s"]
-        self.timer = self.plat.loop.call_later(timeout, transport.abort)
+        self.timer = self.plat.loop.call_later(timeout, t.abort)
 
     def connection_lost(self, exc):
         if self.timer:
@@ -103,7 +106,7 @@ class Request(asyncio.Protocol):
         f = {k: v[0] for k, v in form.items()}
         pk, dn = f.get("productKey"), f.get("deviceName")
         try:
-            if not all(f.get(k) for k in ("productKey", "deviceName", "random", "sign")):
+            if not (pk and dn and f.get("random") and f.get("sign")):
                 raise AuthError("bad_params", "productKey, deviceName, random and sign needed")
             if not auth.DEVICE_NAME.match(dn) or not auth.PRODUCT_KEY.match(pk):
                 raise AuthError("bad_params", "malformed productKey or deviceName")
@@ -138,6 +141,7 @@ class Request(asyncio.Protocol):
 
     def answer(self, status, body):
         self.head = False
+        assert self.transport is not None  # set by connection_made, before any data
         if self.transport.is_closing():
             return
         payload = json.dumps(body, separators=(",", ":")).encode()

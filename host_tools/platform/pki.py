@@ -117,6 +117,7 @@ def _issue(subject, key, issuer_name, issuer_key, days, path_length=None, sans=N
         b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         b = b.add_extension(_usage(ca=False, encipher=isinstance(key, rsa.RSAPrivateKey)), True)
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        assert sans is not None, "a leaf certificate names its hosts"
         b = b.add_extension(x509.SubjectAlternativeName(sans), False)
     return b.sign(issuer_key, hashes.SHA256())
 
@@ -200,7 +201,7 @@ def ensure(state_dir, chain="rsa"):
         issuer, issuer_key, new = _root(d, "ecdsa", path_length=0)
     if new or not _leaf_ok(cert_path, key_path, issuer):
         key = _new_key(chain)
-        sans = [x509.DNSName(h) for h in HOST_NAMES]
+        sans: list[x509.GeneralName] = [x509.DNSName(h) for h in HOST_NAMES]
         sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         leaf = _issue(_name(HOST_NAMES[1]), key, issuer.subject, issuer_key, 825, sans=sans)
         _write_private(key_path, key)
