@@ -4,4 +4,5 @@ metadata(description="zeroburn: self-registering Aliyun IoT firmware", version="
 require("umqtt.simple")
 module("boot.py")
 module("main.py")
+module("otaboot.py")  # the OTA loader: at the root, never part of an update package
 package("zeroburn")

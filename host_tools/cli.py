@@ -24,6 +24,7 @@ COMMANDS = {
         "compile the firmware into a staging folder (what goes on a board)",
     ),
     "config": ("host_tools.config_cmd", "write or check a device config.json"),
+    "ota": ("host_tools.otapkg", "make an over-the-air update package (docs/ota.md)"),
     "flash": ("host_tools.flash", "copy the firmware and config onto a board with mpremote"),
     "info": (
         "host_tools.flash",

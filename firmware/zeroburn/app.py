@@ -17,6 +17,11 @@ _NET_BASE_MS = const(2000)
 _NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
 _OOM_RESETS = const(3)  # MemoryErrors in a row before the board resets itself
+# Indices into App.ota, the OTA state (zeroburn.otainit owns the list; docs/ota.md)
+_OTA_MSG = const(6)
+_OTA_JOB = const(7)
+_OTA_UNTIL = const(8)
+_OTA_BUF = const(9)
 
 
 def unload(name):
@@ -59,9 +64,13 @@ class App:
         self.oom = 0  # MemoryErrors in a row
         self.synced = False
         self.next_sample = clock.ticks()
+        self.ota = None  # OTA state: a list (no dict keys, no attributes: no new qstrs)
 
     def open_tls(self):
-        return net.open_tls(self.ctx, self.host, self.cfg.port, self.io_ms, self.feed)
+        t = net.open_tls(self.ctx, self.host, self.cfg.port, self.io_ms, self.feed)
+        if self.ota:
+            t.buf = self.ota[_OTA_BUF]  # long downlinks (an OTA push) are read into it
+        return t
 
     def feed(self):
         """Called from every wait: watchdog, and the sample timer keeps running offline."""
@@ -117,9 +126,22 @@ class App:
 
     def step(self):
         """One pass: link, then register or log in. Returns ms to wait before the next."""
+        o = self.ota
         try:
+            if o and o[_OTA_UNTIL] is not None and self.clock.since(o[_OTA_UNTIL]) > 0:
+                __import__("otaboot").done("no cloud session in time")  # goes back, resets
+            if o and o[_OTA_MSG]:
+                self.reset("an upgrade came: the download starts from a fresh heap")
             if not self.phase("link"):
                 return self.net_delay()
+            if o and o[_OTA_JOB]:
+                # an upgrade, with no session open; the phase ends in a reset, so MQTT's
+                # modules leave the heap to make room for it
+                unload("mqtt")
+                sys.modules.pop("umqtt.simple", None)
+                sys.modules.pop("umqtt", None)
+                gc.collect()
+                return self.phase("ota")
             return self.phase("reg" if self.rec is None else "session")
         except MemoryError as e:
             # A heap too fragmented for the next phase stays so: a few in a row, and the board
@@ -136,8 +158,8 @@ class App:
         finally:
             gc.collect()
 
-    def reset(self):
-        log("app", "E: out of memory: resetting")
+    def reset(self, why="E: out of memory"):
+        log("app", "%s: resetting" % why)
         gc.collect()
         try:
             from zeroburn import duty
@@ -159,20 +181,26 @@ class App:
         # so that the names they intern (qstrs, kept for good however late they are made, and a
         # new pool of them needs one 3.6 KiB block) are made here rather than later, between
         # a session's transient blocks.
-        from zeroburn import mqtt  # noqa: F401
-
         cfg = self.cfg
-        for name in (
+        try:  # an upgrade to download (docs/ota.md): the room is for it, MQTT is not needed
+            os.stat("/zb/job.json")
+            names = ()
+        except OSError:
+            from zeroburn import mqtt  # noqa: F401
+
+            names = (
             "link",
             "reg",
             "session",
             cfg.mode == "duty_cycle" and "duty",
             cfg.alink and "alink",
-        ):
+            )
+        for name in names:
             if name:
                 __import__("zeroburn.%s" % name)
                 unload(name)
         gc.collect()
+        self.phase("otainit")  # OTA state: the running version, topics, probation (docs/ota.md)
         if cfg.mode == "duty_cycle":
             from zeroburn import duty
 

@@ -8,6 +8,7 @@ from micropython import const
 
 _SLICE_MS = const(500)  # longest poll between watchdog feeds
 _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
+_SMALL = const(256)  # longer reads go into .buf when the owner gave one (see read)
 
 
 def open_tls(ctx, host, port, ms, feed):
@@ -45,6 +46,7 @@ class Transport:
         self.until = None
         self.poller = select.poll()
         self.rx = self.tx = time.ticks_ms()  # last traffic each way, for keepalive decisions
+        self.buf = None  # allocated at boot by the owner: long messages are read into it
 
     def setblocking(self, blocking):
         self.blocking = blocking
@@ -67,8 +69,13 @@ class Transport:
     def read(self, n):
         if n > _MAX_READ:
             raise OSError(90)  # EMSGSIZE: bigger than anything this device accepts
-        data = b""
+        if n > _SMALL and self.buf is not None and n <= len(self.buf):
+            # A view of .buf, valid until the next long read: a session's heap is too
+            # fragmented for one contiguous block the size of an OTA push (~700 bytes).
+            self.readinto(self.buf, n)
+            return memoryview(self.buf)[:n]
         start = time.ticks_ms()
+        data = b""
         while len(data) < n:
             # Read before polling: TLS may already hold decrypted bytes the fd poll cannot see.
             chunk = self.sock.read(n - len(data))
@@ -84,9 +91,21 @@ class Transport:
         return data
 
     def readinto(self, buf, n=None):
-        data = self.read(n or len(buf))
-        buf[: len(data)] = data
-        return len(data)
+        """Exactly n (default: len(buf)) bytes into buf, allocating nothing."""
+        n = n or len(buf)
+        mv = memoryview(buf)
+        got = 0
+        start = time.ticks_ms()
+        while got < n:
+            k = self.sock.readinto(mv[got:n])
+            if k:
+                got += k
+                self.rx = time.ticks_ms()
+            elif k is not None:
+                raise OSError(104)  # ECONNRESET: the peer closed
+            else:
+                self._wait(select.POLLIN, start)
+        return n
 
     def write(self, buf, n=None):
         mv = memoryview(buf)[: len(buf) if n is None else n]

@@ -13,7 +13,7 @@ import time
 from asyncio import sslproto
 from pathlib import Path
 
-from host_tools.platform import auth, codec, pki, registry
+from host_tools.platform import auth, codec, ota, pki, registry
 from host_tools.platform.auth import AuthError
 from host_tools.platform.writer import Writer
 
@@ -64,6 +64,7 @@ DEFAULT_SETTINGS = {
     "ssl_read_buffer": 16 * 1024,  # per TLS connection (asyncio's default: 256 KiB)
     "slow_consumer_bytes": 8 * 1024 * 1024,
     "gc_freeze_connections": 1000,  # see Platform._gc_policy; 0 = leave the collector alone
+    "ota": {},  # OTA service settings over ota.SETTINGS (URL lifetime, retries, stall bound)
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -649,6 +650,7 @@ class Platform:
         self._gc_frozen_at = 0  # connections when the collector's objects were last frozen
         self.reply_delay_s, self.withhold_reply = 0.0, False
         self.reply_override = None  # fault: bytes sent instead of the real registration result
+        self.ota = ota.OtaService(self, **self.settings["ota"])
 
     # ---- lifecycle
 
@@ -731,6 +733,7 @@ class Platform:
             self.writer.stop()
             self.rconn.close()
             raise
+        self.ota.start()
         self._ticker = self.loop.create_task(self._tick())
         log.info("platform: listening mqtt %s mqtts %s", self.mqtt_port, self.mqtts_port)
 
@@ -771,6 +774,7 @@ class Platform:
 
     async def _shutdown(self):
         self._ticker.cancel()
+        self.ota.stop()
         if self._gc_frozen_at:
             gc.unfreeze()
             self._gc_frozen_at = 0
@@ -794,6 +798,10 @@ class Platform:
                         c.close("connect_timeout", abort=True)
                     elif c.state in ("device", "observer") and c.keepalive:
                         c.close("keepalive_timeout", abort=True)
+            try:
+                self.ota.tick()
+            except Exception:  # neither may a failing OTA query
+                log.exception("platform: OTA tick failed")
             try:
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
@@ -919,6 +927,8 @@ class Platform:
 
     def services(self, s, topic, payload):
         pk, dn = s.pk, s.dn
+        if topic[:5] == "/ota/" or topic.endswith("/ota/firmware/get"):
+            return self.ota.on_message(s, topic, payload)
         st = s.service_topics
         if st is None:
             st = (f"/ext/ntp/{pk}/{dn}/request", f"/sys/{pk}/{dn}/thing/event/property/post")
