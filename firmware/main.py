@@ -4,6 +4,7 @@ import otaboot
 
 otaboot.select()
 del otaboot
+__import__("gc").collect()  # the loader leaves no garbage among the app's first objects
 try:
     from zeroburn import app
 

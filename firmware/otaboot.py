@@ -3,6 +3,7 @@
 # so a broken update cannot break it. Every error here falls back to the files at the root.
 # Names and short strings are chosen among those a board has interned anyway: each new one
 # costs heap for good, and the firmware sits just below a qstr pool's growth (docs/ota.md).
+import gc
 import json
 import os
 import sys
@@ -63,7 +64,10 @@ def select():
                     return select()
                 write(d)
                 print("[ota] %s on probation: boot %d of %d" % (v, d["t"], d.get("n", 3)))
-            sys.path.insert(0, f[:-9])
+            f = f[:-9]
+            d = n = None
+            gc.collect()  # the switch's garbage goes now, before the app's long-lived objects
+            sys.path.insert(0, f)
     except Exception as e:  # noqa: BLE001  (whatever happens, the board boots)
         print("[ota] E: loader: %r" % (e,))
     finally:

@@ -176,6 +176,9 @@ class App:
         del start
         unload("start")
         gc.collect()
+        # the buffer long downlinks are read into (an OTA push), while a block this long is
+        # free; zeroburn.otainit builds the OTA state around it below
+        self.ota = bytearray(1024)
         # Now, into the room start left and while the heap is still in one piece: mqtt and
         # umqtt.simple (they stay for good), and every phase module once, then dropped again,
         # so that the names they intern (qstrs, kept for good however late they are made, and a

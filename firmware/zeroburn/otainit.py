@@ -81,7 +81,7 @@ def boot(a):
         None,
         None,
         None,
-        bytearray(1024),  # now, while the heap still has a free block this long
+        a.ota,  # the buffer app allocated at boot
     ]
     try:
         os.mkdir("/zb")
