@@ -62,10 +62,10 @@ def run(a):
             if step:  # for otainit to report at the next login
                 with open("/zb/report.json", "wb") as f:
                     f.write(json.dumps([step, "%s: %s" % (v, why)]).encode())
-                # a failed attempt waits (jittered) before the reset and the firmware/get after
+                # a failed attempt waits (5 to 10 s) before the reset and the firmware/get after
                 from zeroburn.app import jittered
 
-                a.clock.sleep_ms(jittered(60000, 0, 60000), a.feed)
+                a.clock.sleep_ms(jittered(10000, 0, 10000), a.feed)
         finally:
             a.reset("update failed")
     gc.collect()

@@ -22,7 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS ota_packages (
     id INTEGER PRIMARY KEY, product_key TEXT NOT NULL, version TEXT NOT NULL,
     module TEXT NOT NULL, size INTEGER NOT NULL, sign_method TEXT NOT NULL, sign TEXT NOT NULL,
-    md5 TEXT NOT NULL, file TEXT NOT NULL, created REAL NOT NULL,
+    md5 TEXT NOT NULL, file TEXT NOT NULL, ext_data TEXT, created REAL NOT NULL,
     UNIQUE (product_key, module, version));
 CREATE TABLE IF NOT EXISTS ota_jobs (
     id INTEGER PRIMARY KEY, package_id INTEGER NOT NULL, product_key TEXT NOT NULL,
@@ -46,6 +46,7 @@ SETTINGS = {
     "url_ttl_s": 3600.0,  # how long a download URL is valid (Aliyun: hours; [UNK] exact)
     "download_retries": 3,  # firmware/get answers a job again after a -2 this many times
     "stall_s": 60.0,  # a stalled download holds the connection this long at most
+    "push_on_inform": True,  # push pending upgrades when a device informs (else only get)
 }
 
 
@@ -89,8 +90,11 @@ class OtaStore:
                 raise
             return out
 
-    def add_package(self, package, product_key, version, module="default", sign_method="SHA256"):
-        """Upload a package file (path or bytes) for a product; returns its row."""
+    def add_package(
+        self, package, product_key, version, module="default", sign_method="SHA256", ext_data=None
+    ):
+        """Upload a package file (path or bytes) for a product; returns its row. ext_data: the
+        console's custom key/values pushed with it (zeroburn reads zb_trial_boots, zb_trial_s)."""
         data = package if isinstance(package, bytes) else Path(package).read_bytes()
         method = sign_method.upper()
         if method not in ("SHA256", "MD5"):
@@ -112,7 +116,7 @@ class OtaStore:
                 raise ValueError(f"{product_key} already has a package {module} {version}")
             cur = c.execute(
                 "INSERT INTO ota_packages (product_key, version, module, size, sign_method,"
-                " sign, md5, file, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sign, md5, file, ext_data, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     product_key,
                     version,
@@ -122,6 +126,7 @@ class OtaStore:
                     sign,
                     hashlib.md5(data).hexdigest(),
                     name,
+                    json.dumps(ext_data or {}),
                     time.time(),
                 ),
             )
@@ -339,7 +344,8 @@ class OtaService:
         marks = ",".join("?" * len(states))
         rows = self.conn.execute(
             "SELECT t.*, j.fault, j.fault_times, j.rate_per_min, p.id AS package_id, p.version,"
-            " p.module, p.size, p.sign_method, p.sign, p.md5, p.file, p.product_key AS pkg_pk"
+            " p.module, p.size, p.sign_method, p.sign, p.md5, p.file, p.ext_data,"
+            " p.product_key AS pkg_pk"
             " FROM ota_tasks t JOIN ota_jobs j ON j.id = t.job_id"
             " JOIN ota_packages p ON p.id = j.package_id"
             f" WHERE t.product_key = ? AND t.device_name = ? AND p.module = ? AND t.state IN"
@@ -368,7 +374,7 @@ class OtaService:
         if task["version"] == version:
             self._set(task, "succeeded", 100)
             self.plat.writer.event("ota_done", pk, dn, s.client_id, version, f"job {task['job_id']}")
-        elif task["state"] != "queued" or self._rate_ok(task):
+        elif self.settings["push_on_inform"] and (task["state"] != "queued" or self._rate_ok(task)):
             # an offline device gets the push again when it comes online
             self._push(s, task)
 
@@ -444,7 +450,7 @@ class OtaService:
             "sign": sign,
             "signMethod": task["sign_method"],
             "module": task["module"],
-            "extData": {},
+            "extData": json.loads(task["ext_data"] or "{}"),
         }
 
     def _rate_ok(self, task):
@@ -475,6 +481,8 @@ class OtaService:
 
     def tick(self):
         """Push queued tasks of online devices, within each job's rate."""
+        if not self.settings["push_on_inform"]:
+            return
         rows = self.conn.execute(
             "SELECT product_key, device_name FROM ota_tasks WHERE state = 'queued'"
         ).fetchall()
