@@ -111,8 +111,16 @@ def describe(data, version, module=MODULE, method="SHA256"):
     }
 
 
-def build_package(out=None, version=None, module=MODULE, board="virtual", runtime="micropython",
-                  ca_pem=None, config=None, method="SHA256"):
+def build_package(
+    out=None,
+    version=None,
+    module=MODULE,
+    board="virtual",
+    runtime="micropython",
+    ca_pem=None,
+    config=None,
+    method="SHA256",
+):
     """Write the package; returns describe() plus its path."""
     version = version or firmware_version()
     data = make(package_files(board, runtime, ca_pem, config), version, module)
@@ -128,7 +136,9 @@ def configure(parser, name):
     sub = parser.add_subparsers(dest="ota_command", metavar="ACTION")
     parser.set_defaults(handler=lambda a: parser.print_help() or 1)
     p = sub.add_parser("build", help="make an update package from the firmware build")
-    p.add_argument("--out", help="package file (default build/ota/zeroburn-VERSION-BOARD-RUNTIME.tar)")
+    p.add_argument(
+        "--out", help="package file (default build/ota/zeroburn-VERSION-BOARD-RUNTIME.tar)"
+    )
     p.add_argument("--version", dest="pkg_version", help="default: the firmware's VERSION")
     p.add_argument("--module", default=MODULE, help="Aliyun OTA module (%(default)s)")
     p.add_argument("--board", default="virtual", help="board name from boards/")
@@ -141,8 +151,16 @@ def configure(parser, name):
 
 
 def _run(args):
-    info = build_package(args.out, args.pkg_version, args.module, args.board, args.runtime,
-                         args.ca, args.config, args.sign_method)
+    info = build_package(
+        args.out,
+        args.pkg_version,
+        args.module,
+        args.board,
+        args.runtime,
+        args.ca,
+        args.config,
+        args.sign_method,
+    )
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0
@@ -150,6 +168,8 @@ def _run(args):
     print("upload it in the Aliyun console (OTA, add update package) with:")
     print(f"  version    {info['version']}\n  module     {info['module']}")
     print(f"  signMethod {info['signMethod']}\n  sign       {info['sign']}")
-    print(f"or to the local platform: zeroburn platform ota add {info['path']} "
-          f"--product PK --version {info['version']}")
+    print(
+        f"or to the local platform: zeroburn platform ota add {info['path']} "
+        f"--product PK --version {info['version']}"
+    )
     return 0

@@ -177,8 +177,10 @@ class App:
         unload("start")
         gc.collect()
         # the buffer long downlinks are read into (an OTA push), while a block this long is
-        # free; zeroburn.otainit builds the OTA state around it below
-        self.ota = bytearray(1024)
+        # free; zeroburn.otainit builds the OTA state around it below. Not on the boot that
+        # registers: the registration needs that room, and an upgrade can wait for a reset.
+        if self.rec:
+            self.ota = bytearray(1024)
         # Now, into the room start left and while the heap is still in one piece: mqtt and
         # umqtt.simple (they stay for good), and every phase module once, then dropped again,
         # so that the names they intern (qstrs, kept for good however late they are made, and a
@@ -192,11 +194,11 @@ class App:
             from zeroburn import mqtt  # noqa: F401
 
             names = (
-            "link",
-            "reg",
-            "session",
-            cfg.mode == "duty_cycle" and "duty",
-            cfg.alink and "alink",
+                "link",
+                "reg",
+                "session",
+                cfg.mode == "duty_cycle" and "duty",
+                cfg.alink and "alink",
             )
         for name in names:
             if name:

@@ -91,7 +91,9 @@ def get(a, url):
         port = int(port)
     t = net.open_tls(a.ctx, host, port, a.io_ms, a.feed)  # the same ca.pem as MQTT
     try:
-        t.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
+        t.write(
+            ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode()
+        )
         head = b""
         while head[-4:] != b"\r\n\r\n":
             if len(head) > 2048:

@@ -8,9 +8,9 @@ import json
 import os
 import sys
 
+import otaboot
 from micropython import const
 
-import otaboot
 from zeroburn import VERSION, log
 
 _TOPICS = const(0)  # to subscribe: (pushes, firmware/get replies)
@@ -81,7 +81,7 @@ def boot(a):
         None,
         None,
         None,
-        a.ota,  # the buffer app allocated at boot
+        a.ota,  # the buffer app allocated at boot (None on the boot that registers)
     ]
     try:
         os.mkdir("/zb")
@@ -99,8 +99,10 @@ def boot(a):
             m = f.read()
         os.remove("/zb/job.json")
         j = json.loads(m)["data"]
-        if j.get("url") and j.get("version") not in (None, v) and j.get("module", "default") == (
-            "default"
+        if (
+            j.get("url")
+            and j.get("version") not in (None, v)
+            and j.get("module", "default") == ("default")
         ):
             ready(d, j)
             o[_JOB] = j
@@ -131,6 +133,9 @@ def ready(d, j):
             rmtree("/zb/" + e[0])
     s = os.statvfs("/")
     if s[0] * s[4] < int(j["size"]) + 8 * 4096:
-        d["r"] = [-4, "%s: %d bytes free on flash, %s needed" % (j["version"], s[0] * s[4], j["size"])]
+        d["r"] = [
+            -4,
+            "%s: %d bytes free on flash, %s needed" % (j["version"], s[0] * s[4], j["size"]),
+        ]
         otaboot.write(d)
         raise ValueError("no room")

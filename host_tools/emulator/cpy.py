@@ -42,6 +42,7 @@ ALIASES = {
     "uctypes": None,
 }
 
+
 def _json():
     """CPython's json, taking any buffer as MicroPython's does (json.loads(memoryview))."""
     m = types.ModuleType("json")

@@ -339,7 +339,9 @@ def ota_list(args):
     if args.json:
         return _print_json({"packages": pkgs, "jobs": jobs})
     for r in pkgs:
-        print(f"package {r['id']}  {r['product_key']}  {r['module']} {r['version']}  {r['size']} B")
+        print(
+            f"package {r['id']}  {r['product_key']}  {r['module']} {r['version']}  {r['size']} B"
+        )
     for j in jobs:
         rate = f"{j['rate_per_min']}/min" if j["rate_per_min"] else "all at once"
         print(f"job {j['id']}  package {j['package_id']}  {rate}  fault {j['fault'] or '-'}")

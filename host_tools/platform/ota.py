@@ -373,8 +373,12 @@ class OtaService:
             return
         if task["version"] == version:
             self._set(task, "succeeded", 100)
-            self.plat.writer.event("ota_done", pk, dn, s.client_id, version, f"job {task['job_id']}")
-        elif self.settings["push_on_inform"] and (task["state"] != "queued" or self._rate_ok(task)):
+            self.plat.writer.event(
+                "ota_done", pk, dn, s.client_id, version, f"job {task['job_id']}"
+            )
+        elif self.settings["push_on_inform"] and (
+            task["state"] != "queued" or self._rate_ok(task)
+        ):
             # an offline device gets the push again when it comes online
             self._push(s, task)
 
@@ -464,7 +468,12 @@ class OtaService:
 
     def _push(self, s, task):
         data = self._data(task)
-        msg = {"code": "1000", "data": data, "id": str(int(time.time() * 1000)), "message": "success"}
+        msg = {
+            "code": "1000",
+            "data": data,
+            "id": str(int(time.time() * 1000)),
+            "message": "success",
+        }
         topic = f"/ota/device/upgrade/{s.pk}/{s.dn}"
         payload = json.dumps(msg, separators=(",", ":")).encode()
         if not self.plat.route(topic, payload, 1):
@@ -476,7 +485,9 @@ class OtaService:
             "UPDATE ota_tasks SET pushed = ? WHERE job_id = ? AND device_name = ?",
             (time.time(), task["job_id"], task["device_name"]),
         )
-        self.plat.writer.event("ota_push", s.pk, s.dn, s.client_id, data["version"], f"job {task['job_id']}")
+        self.plat.writer.event(
+            "ota_push", s.pk, s.dn, s.client_id, data["version"], f"job {task['job_id']}"
+        )
         return True
 
     def tick(self):
@@ -552,7 +563,9 @@ class _Download(http.server.BaseHTTPRequestHandler):
         got = ota.check_url(self.path)
         if isinstance(got, int):
             ota.event("ota_download", None, None, None, str(got), self.path.split("?")[0])
-            body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            body = (
+                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            )
             self.send_response(got)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
@@ -593,4 +606,3 @@ class _Download(http.server.BaseHTTPRequestHandler):
             self.wfile.write(send)
         except (OSError, ssl.SSLError):
             pass
-

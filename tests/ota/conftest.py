@@ -43,7 +43,9 @@ def make_board(tmp_path, plat):
         config = platform_config(
             plat.state_dir, plat.product_key, port=plat.mqtts_port, **overrides
         )
-        board = VirtualBoard(tmp_path / ("flash-" + mac.replace(":", "")), mac=mac, runtime=runtime)
+        board = VirtualBoard(
+            tmp_path / ("flash-" + mac.replace(":", "")), mac=mac, runtime=runtime
+        )
         board.install(config=config, ca_pem=plat.ca_path)
         boards.append(board)
         if start:

@@ -50,7 +50,8 @@ def test_push_while_online_upgrades_and_touches_nothing_else(runtime, plat, make
     # config.json, ca.pem, the loader, the token and the root's own firmware: all as they were
     assert flash_digest(board) == before
     assert {p.name: p.read_bytes() for p in (board.flash / "zeroburn").iterdir()} == root
-    assert "MemoryError" not in "\n".join(board.lines)  # the OTA phase fits the VM's 48K
+    console = "\n".join(board.lines)
+    assert "MemoryError" not in console, console  # the OTA phase fits the VM's 48K
     board.wait_for(r"\[tel\] acked", timeout=30, start=len(board.lines))
 
 
@@ -160,7 +161,9 @@ def test_expired_url_leads_to_a_fresh_one(plat, make_board):
     dn = board.name
     online(board)
     # after its firmware/get (whose reply has a fresh URL): the expired push is what it gets
-    wait_until(lambda: plat.flush() or plat.registry.events(device_name=dn, kind="ota_get"), 30, "get")
+    wait_until(
+        lambda: plat.flush() or plat.registry.events(device_name=dn, kind="ota_get"), 30, "get"
+    )
     plat.store.push(upload(plat, package("cpython")), [dn], fault="expired")
     board.wait_for(r"\[ota\] 0\.2\.0 confirmed", timeout=UP)
     assert board.count(r"URL refused") >= 1, "\n".join(board.lines)
