@@ -226,3 +226,24 @@ def test_fleet_of_20_upgraded_by_one_product_wide_job(plat, make_board):
     assert sorted(r["device_name"] for r in plat.store.status(job_id=job)) == sorted(
         b.name for b in boards
     )
+
+
+def test_package_bigger_than_free_flash_is_refused_with_minus_4(plat, make_board):
+    board = make_board("cpython")
+    dn = board.name
+    online(board)
+    plat.store.push(upload(plat, package("cpython")), [dn], fault="oversize")
+    wait_until(lambda: -4 in progress(plat, dn), UP, "progress -4")
+    assert switch(board).get("v", "") == ""
+    plat.flush()
+    assert not plat.registry.events(device_name=dn, kind="ota_download")  # never started
+
+
+def test_stalled_download_gives_up_in_time_and_is_tried_again(plat, make_board):
+    board = make_board("cpython")
+    dn = board.name
+    online(board)
+    plat.store.push(upload(plat, package("cpython")), [dn], fault="stall", fault_times=1)
+    board.wait_for(r"\[ota\] 0\.2\.0 confirmed", timeout=UP)
+    steps = progress(plat, dn)
+    assert -2 in steps and steps[-1] == 100, steps
