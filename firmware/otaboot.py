@@ -41,7 +41,9 @@ def select():
         try:  # zeroburn.ota wrote /zb/new/ok.json last, after every check passed
             with open("/zb/new/ok.json") as f:
                 n = json.loads(f.read())
-            os.rename("/zb/new", "/zb/" + n["v"])  # not yet the switch: the next line is
+            # not yet the switch (the next line is); slices of long literals: short ones such
+            # as "/zb/new" would be interned, for good, on every boot
+            os.rename("/zb/new/ok.json"[:7], ("/zb/%s/zeroburn" % n["v"])[:-9])
             write({"v": n["v"], "b": d.get("v") or "", "t": 0, "n": n["n"], "s": n["s"]})
             print("[ota] switched to %s" % n["v"])
             d = read()

@@ -158,8 +158,8 @@ class App:
         finally:
             gc.collect()
 
-    def reset(self, why="E: out of memory"):
-        log("app", "%s: resetting" % why)
+    def reset(self, e="E: out of memory"):
+        log("app", "%s: resetting" % e)
         gc.collect()
         try:
             from zeroburn import duty

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 
+import otaboot
 from micropython import const
 
 from zeroburn import log, net
@@ -38,6 +39,13 @@ def run(a):
             ok = ok and (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b in b"._-")
         if not ok or v.startswith("active"):
             raise Fail(-3, "bad version %r" % (v,))
+        d = otaboot.read()
+        for e in list(os.ilistdir("/zb")):  # older versions and a half download go
+            if e[1] == 0x4000 and e[0] not in (d.get("v"), d.get("b")):
+                rmtree("/zb/" + e[0])
+        s = os.statvfs("/")
+        if s[0] * s[4] < int(j["size"]) + 8 * 4096:
+            raise Fail(-4, "%d bytes free on flash, %s needed" % (s[0] * s[4], j["size"]))
         fetch(a, j, int(j["size"]), memoryview(o[_BUF])[:_BLOCK])
         ext = j.get("extData")
         ext = ext if isinstance(ext, dict) else {}
@@ -70,6 +78,19 @@ def run(a):
             a.reset("update failed")
     gc.collect()
     a.reset("update ended")  # what is left in /zb/new goes at the next boot (otainit)
+
+
+def rmtree(path):
+    try:
+        entries = list(os.ilistdir(path))
+    except OSError:
+        return
+    for e in entries:
+        if e[1] == 0x4000:
+            rmtree(path + "/" + e[0])
+        else:
+            os.remove(path + "/" + e[0])
+    os.rmdir(path)
 
 
 def bounded(x, default, lo, hi):

@@ -25,7 +25,7 @@ _UNTIL = const(8)  # ticks by which a version on probation must reach the cloud,
 _BUF = const(9)  # buffer long downlinks are read into (see net.Transport.read)
 
 
-def progress(a, step, m):
+def post(a, step, m):
     """(topic, payload) of a progress report: step 1..100, or -1 upgrade, -2 download, -3
     verification, -4 flash write failed; m says what happened."""
     topic = "/ota/device/progress/%s/%s" % (a.cfg.product_key, a.dn)
@@ -51,10 +51,9 @@ def boot(a):
         pass
     v = d.get("v") or VERSION
     pk, dn = a.cfg.product_key, a.dn
-    sys_ = "/sys/%s/%s/thing/ota/firmware/" % (pk, dn)
     out = [
         (
-            (sys_ + "get").encode(),
+            ("/sys/%s/%s/thing/ota/firmware/get" % (pk, dn)).encode(),
             b'{"id":"2","version":"1.0","params":{"module":"default"},'
             b'"method":"thing.ota.firmware.get"}',
         )
@@ -62,14 +61,17 @@ def boot(a):
     state = None
     if "t" in d:
         # the first cloud session on the new version confirms it
-        out.insert(0, progress(a, 100, "running version %s" % v))
+        out.insert(0, post(a, 100, "running version %s" % v))
         state = json.dumps({"v": v, "b": d.get("b") or ""}), "%s confirmed" % v
     elif d.get("r"):
         r = d.pop("r")
-        out.insert(0, progress(a, r[0], r[1]))
+        out.insert(0, post(a, r[0], r[1]))
         state = json.dumps(d), "progress %d reported: %s" % (r[0], r[1])
     a.ota = o = [
-        (("/ota/device/upgrade/%s/%s" % (pk, dn)).encode(), (sys_ + "get_reply").encode()),
+        (
+            ("/ota/device/upgrade/%s/%s" % (pk, dn)).encode(),
+            ("/sys/%s/%s/thing/ota/firmware/get_reply" % (pk, dn)).encode(),
+        ),
         (
             ("/ota/device/inform/%s/%s" % (pk, dn)).encode(),
             ('{"id":"1","params":{"version":"%s","module":"default"}}' % v).encode(),
@@ -77,14 +79,14 @@ def boot(a):
         v,
         out,
         state and (state[0].encode(), state[1]),
-        progress(a, 1, "accepted: restarting to download"),
+        post(a, 1, "accepted: restarting to download"),
         None,
         None,
         None,
         a.ota,  # the buffer app allocated at boot (None on the boot that registers)
     ]
     try:
-        os.mkdir("/zb")
+        os.mkdir("/zb/job.json"[:3])  # a slice: "/zb" as a literal would be interned for good
     except OSError:
         pass
     if "t" in d:
@@ -104,38 +106,8 @@ def boot(a):
             and j.get("version") not in (None, v)
             and j.get("module", "default") == ("default")
         ):
-            ready(d, j)
             o[_JOB] = j
             out.pop()  # no firmware/get: it is being done
             log("ota", "upgrade to %s" % j["version"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-
-
-def rmtree(path):
-    try:
-        entries = list(os.ilistdir(path))
-    except OSError:
-        return
-    for e in entries:
-        if e[1] == 0x4000:
-            rmtree(path + "/" + e[0])
-        else:
-            os.remove(path + "/" + e[0])
-    os.rmdir(path)
-
-
-def ready(d, j):
-    """Room for upgrade j: every version folder but the running one and the one before goes (a
-    half download too); ValueError (reported -4) when the package cannot fit in flash."""
-    for e in list(os.ilistdir("/zb")):
-        if e[1] == 0x4000 and e[0] not in (d.get("v"), d.get("b")):
-            rmtree("/zb/" + e[0])
-    s = os.statvfs("/")
-    if s[0] * s[4] < int(j["size"]) + 8 * 4096:
-        d["r"] = [
-            -4,
-            "%s: %d bytes free on flash, %s needed" % (j["version"], s[0] * s[4], j["size"]),
-        ]
-        otaboot.write(d)
-        raise ValueError("no room")
