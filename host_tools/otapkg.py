@@ -140,7 +140,9 @@ def configure(parser, name):
         "--out", help="package file (default build/ota/zeroburn-VERSION-BOARD-RUNTIME.tar)"
     )
     p.add_argument("--version", dest="pkg_version", help="default: the firmware's VERSION")
-    p.add_argument("--module", default=MODULE, help="Aliyun OTA module (%(default)s)")
+    p.add_argument(
+        "--module", default=MODULE, help="Aliyun OTA module (%(default)s: what the firmware takes)"
+    )
     p.add_argument("--board", default="virtual", help="board name from boards/")
     p.add_argument("--runtime", default="micropython", choices=["micropython", "cpython"])
     p.add_argument("--ca", help="carry this PEM bundle as the new ca.pem (CA rotation)")
