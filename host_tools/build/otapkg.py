@@ -18,7 +18,9 @@ SIGN_METHODS = ("SHA256", "MD5")
 # credential record is per device while a package is per product: never in a package.
 LOADER = ("boot.py", "main.py", "lib/otaboot.py", "lib/otaboot.mpy")
 LIB = "lib/"  # the build's library folder; a version folder /zb/<v>/ is a library folder itself
-NEVER = (*LOADER, "creds.bin")
+# paths in a package are relative to its version folder, which comes first on sys.path: a
+# package's otaboot would replace the loader's own at its next import, so it may not carry one
+NEVER = ("boot.py", "main.py", "otaboot.py", "otaboot.mpy", "creds.bin")
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

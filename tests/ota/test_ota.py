@@ -34,7 +34,7 @@ def test_push_while_online_upgrades_and_touches_nothing_else(runtime, plat, make
     dn = board.name
     board.wait_for(r"\[tel\] acked #1", timeout=90)
     before = flash_digest(board)
-    root_app = (board.flash / "zeroburn").iterdir()
+    root_app = (board.flash / "lib" / "zeroburn").iterdir()
     root = {p.name: p.read_bytes() for p in root_app}
     plat.store.push(upload(plat, package(runtime)), [dn])
     board.wait_for(r"\[ota\] 0\.2\.0 confirmed", timeout=UP)
@@ -49,7 +49,7 @@ def test_push_while_online_upgrades_and_touches_nothing_else(runtime, plat, make
     assert (board.flash / "zb" / "0.2.0" / "zeroburn").is_dir()
     # config.json, ca.pem, the loader, the token and the root's own firmware: all as they were
     assert flash_digest(board) == before
-    assert {p.name: p.read_bytes() for p in (board.flash / "zeroburn").iterdir()} == root
+    assert {p.name: p.read_bytes() for p in (board.flash / "lib" / "zeroburn").iterdir()} == root
     console = "\n".join(board.lines)
     assert "MemoryError" not in console, console  # the OTA phase fits the VM's 48K
     board.wait_for(r"\[tel\] acked", timeout=30, start=len(board.lines))
