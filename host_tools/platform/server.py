@@ -15,7 +15,7 @@ import time
 from asyncio import sslproto
 from pathlib import Path
 
-from host_tools.platform import auth, codec, https, registry, tls
+from host_tools.platform import auth, codec, https, ota, registry, tls
 from host_tools.platform.auth import AuthError
 from host_tools.platform.listener import OnePortListener
 from host_tools.platform.statelock import StateLock
@@ -80,6 +80,7 @@ DEFAULT_SETTINGS = {
     "connection_backlog_bytes": 1024 * 1024,
     "backlog_bytes": 32 * 1024 * 1024,
     "raise_open_files": True,  # raise the soft open-file limit to the hard one at start
+    "ota": {},  # OTA service settings over ota.SETTINGS (URL lifetime, retries, stall bound)
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -768,6 +769,7 @@ class Platform:
         self.all_paused = False  # the whole server is over its backlog bound
         self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
         self.open_files = None  # (soft limit, hard limit) after start
+        self.ota = ota.OtaService(self, **self.settings["ota"])
 
     # ---- lifecycle
 
@@ -860,6 +862,7 @@ class Platform:
             self.writer.stop()
             self.rconn.close()
             raise
+        self.ota.start()
         self._ticker = self.loop.create_task(self._tick())
         log.info(
             "platform: listening mqtt (TLS or TCP) %s, mqtts %s, https %s",
@@ -915,6 +918,7 @@ class Platform:
 
     async def _shutdown(self):
         self._ticker.cancel()
+        self.ota.stop()
         if self._gc_frozen_at:
             gc.unfreeze()
             self._gc_frozen_at = 0
@@ -940,6 +944,10 @@ class Platform:
                         c.close("connect_timeout", abort=True)
                     elif c.state in ("device", "observer") and c.keepalive:
                         c.close("keepalive_timeout", abort=True)
+            try:
+                self.ota.tick()
+            except Exception:  # neither may a failing OTA query
+                log.exception("platform: OTA tick failed")
             try:
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
@@ -1111,6 +1119,8 @@ class Platform:
 
     def services(self, s, topic, payload):
         pk, dn = s.pk, s.dn
+        if topic[:5] == "/ota/" or topic.endswith("/ota/firmware/get"):
+            return self.ota.on_message(s, topic, payload)
         st = s.service_topics
         if st is None:
             st = (f"/ext/ntp/{pk}/{dn}/request", f"/sys/{pk}/{dn}/thing/event/property/post")
