@@ -35,6 +35,8 @@ class App:
     """One device. State that must survive deep sleep lives in buf.meta (RTC memory):
     rf registration failures in a row, cr connwl refusals in a row, rn registrations."""
 
+    ota: "list | None"  # OTA state, mixed values (otainit); a class annotation costs no heap
+
     def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None):
         """cfg: config.settings(); hw: hw.Hardware or a fake; opener() -> net.Transport
         (default: verified TLS to the configured endpoint)."""
@@ -178,7 +180,7 @@ class App:
         # free; zeroburn.otainit builds the OTA state around it below. Not on the boot that
         # registers: the registration needs that room, and an upgrade can wait for a reset.
         if self.rec:
-            self.ota = bytearray(1024)
+            self.ota = bytearray(1024)  # pyright: ignore[reportAttributeAccessIssue]  (until otainit makes the list around it: one attribute, no new name)
         # Now, into the room start left and while the heap is still in one piece: mqtt and
         # umqtt.simple (they stay for good), and every phase module once, then dropped again,
         # so that the names they intern (qstrs, kept for good however late they are made, and a

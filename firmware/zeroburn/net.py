@@ -56,6 +56,8 @@ class Transport:
     wait of a whole exchange, e.g. publish + PUBACK. The socket itself never blocks.
     """
 
+    buf: "bytearray | None"  # (a class annotation: no name, no heap on the board)
+
     def __init__(self, sock, ms, feed):
         self.sock = sock
         self.timeout = ms  # each read or write, in ms

@@ -119,7 +119,7 @@ def get(a, url):
         while head[-4:] != b"\r\n\r\n":
             if len(head) > 2048:
                 raise Fail(-2, "HTTP headers too long")
-            head += t.read(1)
+            head += t.read(1) or b""  # blocking: exactly 1 byte or OSError
         lines = head.decode().split("\r\n")
         code = int(lines[0].split()[1])
         if code == 403:

@@ -54,7 +54,7 @@ def _json():
             s = bytes(s)
         return json.loads(s, *args, **kwargs)
 
-    m.loads = loads
+    m.__dict__["loads"] = loads
     return m
 
 

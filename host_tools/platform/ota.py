@@ -10,6 +10,7 @@ import http.server
 import json
 import secrets
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -228,6 +229,11 @@ class OtaService:
     """The platform's side, on its event loop: answers the devices' OTA topics, pushes jobs,
     serves the packages over HTTPS (its own thread)."""
 
+    # set by start(), None before it and after stop()
+    conn: sqlite3.Connection | None
+    httpd: "_Server | None"
+    key: bytes | None
+
     def __init__(self, plat, **settings):
         self.plat = plat
         self.settings = dict(SETTINGS, **settings)
@@ -263,6 +269,18 @@ class OtaService:
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, name="platform-ota", daemon=True).start()
 
+    @property
+    def db(self):
+        """The service's connection; only between start() and stop()."""
+        assert self.conn is not None, "the OTA service is not started"
+        return self.conn
+
+    @property
+    def secret(self):
+        """The URL signing key; only between start() and stop()."""
+        assert self.key is not None, "the OTA service is not started"
+        return self.key
+
     def stop(self):
         if self.httpd is not None:
             self.httpd.shutdown()
@@ -278,7 +296,7 @@ class OtaService:
         """A signed URL of the package on the download host (OSS style: Expires, Signature)."""
         path = f"/ota/{pkg['product_key']}/{pkg['id']}/{pkg['file']}"
         expires = int(time.time() + (-60 if expired else self.settings["url_ttl_s"]))
-        sig = hmac.new(self.key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        sig = hmac.new(self.secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
         return f"https://{pki.OTA_HOST}:{self.port}{path}?Expires={expires}&Signature={sig}"
 
     def check_url(self, target):
@@ -290,7 +308,7 @@ class OtaService:
             sig = q["Signature"][0]
         except (KeyError, ValueError, IndexError):
             return 403
-        want = hmac.new(self.key, f"{u.path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        want = hmac.new(self.secret, f"{u.path}\n{expires}".encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(want, sig) or expires < time.time():
             return 403
         parts = u.path.split("/")
@@ -342,7 +360,7 @@ class OtaService:
 
     def _task(self, pk, dn, module, states=OPEN):
         marks = ",".join("?" * len(states))
-        rows = self.conn.execute(
+        rows = self.db.execute(
             "SELECT t.*, j.fault, j.fault_times, j.rate_per_min, p.id AS package_id, p.version,"
             " p.module, p.size, p.sign_method, p.sign, p.md5, p.file, p.ext_data,"
             " p.product_key AS pkg_pk"
@@ -355,7 +373,7 @@ class OtaService:
         return _dict(rows[0]) if rows else None
 
     def _set(self, task, state, step=None, descr=None, fails=0):
-        self.conn.execute(
+        self.db.execute(
             "UPDATE ota_tasks SET state = ?, step = COALESCE(?, step), descr = COALESCE(?, descr),"
             " fails = fails + ?, updated = ? WHERE job_id = ? AND device_name = ?",
             (state, step, descr, fails, time.time(), task["job_id"], task["device_name"]),
@@ -363,7 +381,7 @@ class OtaService:
 
     def on_inform(self, s, version, module):
         pk, dn = s.pk, s.dn
-        self.conn.execute(
+        self.db.execute(
             "INSERT OR REPLACE INTO ota_versions VALUES (?, ?, ?, ?, ?)",
             (pk, dn, module, version, time.time()),
         )
@@ -415,7 +433,7 @@ class OtaService:
             data = self._data(task, fresh=True)
             if task["state"] in ("queued", "failed"):
                 self._set(task, "pushed")
-                self.conn.execute(
+                self.db.execute(
                     "UPDATE ota_tasks SET pushed = ? WHERE job_id = ? AND device_name = ?",
                     (time.time(), task["job_id"], dn),
                 )
@@ -481,7 +499,7 @@ class OtaService:
         self.pushes.setdefault(task["job_id"], []).append(time.time())
         if task["state"] == "queued":
             self._set(task, "pushed")
-        self.conn.execute(
+        self.db.execute(
             "UPDATE ota_tasks SET pushed = ? WHERE job_id = ? AND device_name = ?",
             (time.time(), task["job_id"], task["device_name"]),
         )
@@ -494,7 +512,7 @@ class OtaService:
         """Push queued tasks of online devices, within each job's rate."""
         if not self.settings["push_on_inform"]:
             return
-        rows = self.conn.execute(
+        rows = self.db.execute(
             "SELECT product_key, device_name FROM ota_tasks WHERE state = 'queued'"
         ).fetchall()
         for pk, dn in rows:
@@ -539,7 +557,7 @@ class OtaService:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    ctx = None
+    ctx: ssl.SSLContext  # set before serve_forever
 
     def get_request(self):
         sock, addr = super().get_request()
@@ -552,7 +570,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _Download(http.server.BaseHTTPRequestHandler):
-    ota = None
+    ota: OtaService  # set by the subclass OtaService.start() makes
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
