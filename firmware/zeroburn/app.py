@@ -8,7 +8,7 @@ import sys
 
 from micropython import const
 
-from zeroburn import log, net, telemetry
+from zeroburn import log, net, outbox, telemetry
 from zeroburn.clock import Clock
 
 _IO_MS = const(10000)  # TCP connect, TLS handshake, CONNACK, SUBACK, PUBACK, each read
@@ -39,7 +39,7 @@ class App:
     """One device. State that must survive deep sleep lives in buf.meta (RTC memory):
     rf registration failures in a row, cr connwl refusals in a row, rn registrations."""
 
-    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None):
+    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None, thing=None):
         """cfg: config.settings(); hw: hw.Hardware or a fake; opener() -> net.Transport
         (default: verified TLS to the configured endpoint)."""
         self.cfg = cfg
@@ -48,6 +48,7 @@ class App:
         self.clock = clock
         self.sensors = sensors
         self.on_downlink = downlink
+        self.thing = thing  # (properties, services, rrpc) for thing.py, or None
         self.opener = opener or self.open_tls
         self.ctx = None  # start.prepare() builds it
         self.io_ms = _IO_MS  # instance attributes, so tests can shorten them
@@ -91,6 +92,7 @@ class App:
             hw.temperature(),
             extra,
         )
+        outbox.save(self)  # RTC memory now: a reset any time later keeps the sample
 
     def net_delay(self):
         self.net_fails += 1
@@ -140,9 +142,7 @@ class App:
         log("app", "E: out of memory: resetting")
         gc.collect()
         try:
-            from zeroburn import duty
-
-            self.hw.rtc_write(duty.dump(self.buf))
+            self.hw.rtc_write(outbox.encode(self.buf))
         except MemoryError:
             pass
         self.hw.reset()
@@ -168,6 +168,7 @@ class App:
             "session",
             cfg.mode == "duty_cycle" and "duty",
             cfg.alink and "alink",
+            self.thing and "thing",
         ):
             if name:
                 __import__("zeroburn.%s" % name)
@@ -184,8 +185,10 @@ class App:
                 self.clock.sleep_ms(delay, self.feed)
 
 
-def main(sensors=None, downlink=None):
-    """Entry point from main.py: safe mode and config (start.boot), then run on the board."""
+def main(sensors=None, downlink=None, properties=None, services=None, rrpc=None, setup=None):
+    """Entry point from main.py: safe mode and config (start.boot), then run on the board.
+    properties {id: (getter, setter or None)}, services {id: fn(params) -> dict}, rrpc
+    fn(payload, topic) -> bytes answer the cloud (thing.py); setup(app) runs once before."""
     from zeroburn import start
 
     got = start.boot()
@@ -195,7 +198,10 @@ def main(sensors=None, downlink=None):
         return
     cfg, hw = got
     del got
-    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink)
+    t = (properties or {}, services or {}, rrpc) if properties or services or rrpc else None
+    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink, thing=t)
+    if setup:
+        setup(a)
     try:
         a.run()
     except (OSError, ValueError) as e:  # before the watchdog starts: a missing or bad ca.pem

@@ -29,6 +29,7 @@ mode s continuous 1 16 *
 alink b false
 wdt_s i 60 20 3600
 buffer_max i 32 1 500
+journal_s i 0 0 86400
 max_connwl_refusals i 3 1 20
 reg_backoff_s i 300 1 86400
 safe_mode_pin i - 0 48"""

@@ -5,8 +5,9 @@ import gc
 import json
 import os
 import ssl
+import struct
 
-from zeroburn import log
+from zeroburn import log, outbox
 from zeroburn.app import unload
 
 
@@ -54,10 +55,8 @@ def prepare(a):
     a.t_up = (base + "user/update").encode()
     a.t_get = (base + "user/get").encode()
     a.t_ntp = "/ext/ntp" + base
-    if restore(a.buf, hw.rtc_read()):
-        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
-        hw.rtc_write(b"")
     a.nvs = hw.nvs()
+    queue(a)  # the queue from RTC memory (and the flash journal), ids above the last
     from zeroburn import creds
 
     store = creds.Store(a.nvs)
@@ -100,13 +99,61 @@ def tls_context(ca_file):
 
 
 def restore(buf, blob):
-    """Take back what duty.dump() saved into telemetry.Buffer buf; anything unreadable is
-    ignored (a cold boot)."""
+    """Take back what outbox.encode() saved into telemetry.Buffer buf; False (buf untouched) when
+    the blob is absent, torn or random (a cold boot)."""
     try:
-        d = json.loads(blob)
-        buf.seq, buf.dropped, buf.meta = int(d["n"]), int(d["d"]), dict(d["m"])
-        for n, p in d["q"]:
-            buf.add(int(n), p.encode())
-    except (ValueError, KeyError, TypeError, AttributeError):
+        n = len(blob)
+        if n < 13 or blob[0] != 0x5A or blob[1] != 0x51 or blob[2] != 2:
+            return False
+        mv = memoryview(blob)
+        if binascii.crc32(mv[: n - 4]) != struct.unpack_from(">I", blob, n - 4)[0]:
+            return False
+        i = 5 + (blob[3] << 8 | blob[4])
+        d = json.loads(bytes(mv[5:i]))
+        items = []
+        while i < n - 4:
+            s, tl, pl = struct.unpack_from(">IBH", blob, i)
+            i += 7
+            t = bytes(mv[i : i + tl])
+            i += tl
+            p = bytes(mv[i : i + pl])
+            i += pl
+            items.append((s, p, t) if tl else (s, p))
+        seq, dropped, meta = int(d["n"]), int(d["d"]), dict(d["m"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return False
+    buf.seq, buf.dropped, buf.meta = seq, dropped, meta
+    for it in items:
+        buf.items.append(it)
     return True
+
+
+def queue(a):
+    """At boot (start.prepare): the queue RTC memory kept, else ids above the last reservation;
+    then what the flash journal kept, when it is on."""
+    warm = restore(a.buf, a.hw.rtc_read())
+    if warm:
+        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
+    else:
+        ids_start(a)
+    if a.cfg.journal_s:
+        from zeroburn import journal
+
+        journal.load(a, warm)
+    a.hw.rtc_write(outbox.encode(a.buf))
+
+
+def ids_start(a):
+    """No RTC image: ids go on above the last reservation (and above anything the journal kept)."""
+    top = 0
+    try:
+        if a.nvs is not None:
+            top = a.nvs.get_i32("ids")
+        else:
+            with open("ids.txt") as f:
+                top = int(f.read())
+    except (OSError, ValueError):
+        pass
+    b = a.buf
+    b.seq = max(b.seq, top)
+    b.meta["t"] = top  # the next id is above it: reserve() writes the next block first

@@ -1,5 +1,5 @@
-# Telemetry samples and the bounded offline buffer (RAM; duty.dump() and start.restore() carry
-# it through deep sleep in RTC memory).
+# Telemetry samples and the bounded offline buffer (RAM, mirrored into RTC memory by outbox.py at
+# every change, so it survives resets and deep sleep).
 import json
 
 
@@ -8,15 +8,15 @@ class Buffer:
 
     def __init__(self, limit):
         self.limit = limit
-        self.items = []  # (seq, payload bytes)
+        self.items = []  # (seq, payload bytes) samples, (seq, payload, topic suffix) the rest
         # total dropped since cold boot, in every later sample: a report that is itself dropped
         # does not hide the loss
         self.dropped = 0
         self.seq = 0
         self.meta = {}  # the app's own small state that must survive deep sleep
 
-    def add(self, seq, msg):
-        self.items.append((seq, msg))
+    def add(self, seq, msg, topic=None):
+        self.items.append((seq, msg) if topic is None else (seq, msg, topic))
         while len(self.items) > self.limit:
             self.items.pop(0)
             self.dropped += 1
@@ -33,5 +33,5 @@ class Buffer:
             d["dropped"] = self.dropped
         if sensors:
             d["sensors"] = sensors
-        self.add(self.seq, json.dumps(d).encode())
+        self.add(self.seq, json.dumps(d, separators=(",", ":")).encode())
         return self.seq
