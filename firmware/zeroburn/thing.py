@@ -1,6 +1,7 @@
 # Thing-model downlink (Alink JSON) and RRPC: property set, service calls (asynchronous, and
 # synchronous over /ext/rrpc), raw RRPC (system and custom topics). Loaded by session only while
 # such a message is handled, then dropped from the heap again.
+import gc
 import json
 
 from micropython import const
@@ -20,6 +21,7 @@ _MAX_REPLY = const(16384)  # a larger answer is refused (and said so) rather tha
 def handle(a, c, topic, msg):
     """Answer one downlink message for App a on umqtt client c. Only an OSError of the link
     itself leaves here (the session then ends and the reply is dropped)."""
+    gc.collect()  # the handler and its answer get the largest free blocks there are
     reply_to = None
     inner = topic
     if topic[:10] == b"/ext/rrpc/":
@@ -39,6 +41,7 @@ def handle(a, c, topic, msg):
             reply_to = topic.replace(b"/rrpc/request/", b"/rrpc/response/")
     else:
         return
+    gc.collect()
     c.publish(reply_to, out)
     log("thing", "replied %d bytes on %s" % (len(out), reply_to.decode()))
 
@@ -88,8 +91,15 @@ def alink(a, c, ident, msg):
         code, data, message = _REQUEST_ERROR, None, _failed(e)
     if a.clock.since(start) > _HANDLER_MS:
         code, data, message = _TIMEOUT, None, "handler took %d ms" % a.clock.since(start)
+    body = {"id": rid, "code": code, "data": {} if data is None else data}
+    if message:
+        body["message"] = message
+    data = None
     try:
-        out = _answer(rid, code, data, message)
+        out = json.dumps(body, separators=(",", ":"))
+        body = None  # the handler's output is garbage now: its room goes to the encoded copy
+        gc.collect()
+        out = out.encode()
     except (TypeError, ValueError) as e:  # output JSON cannot carry
         return _answer(rid, _REQUEST_ERROR, None, "output not JSON: %s" % e)
     except MemoryError:

@@ -13,7 +13,7 @@ import time
 from asyncio import sslproto
 from pathlib import Path
 
-from host_tools.platform import auth, codec, pki, registry
+from host_tools.platform import auth, codec, downlink, pki, registry
 from host_tools.platform.auth import AuthError
 from host_tools.platform.writer import Writer
 
@@ -64,6 +64,8 @@ DEFAULT_SETTINGS = {
     "ssl_read_buffer": 16 * 1024,  # per TLS connection (asyncio's default: 256 KiB)
     "slow_consumer_bytes": 8 * 1024 * 1024,
     "gc_freeze_connections": 1000,  # see Platform._gc_policy; 0 = leave the collector alone
+    "rrpc_timeout_s": 8.0,  # RRPC and synchronous service calls (the console's 8 s, [UNK] exact)
+    "reply_timeout_s": 8.0,  # how long a property set / async service call waits for its _reply
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -115,6 +117,11 @@ class _Loop(asyncio.SelectorEventLoop):
 
 def can_publish(pk, dn, topic, custom):
     """Aliyun's default topic classes of a device (PROTOCOL.md section 4)."""
+    if topic.startswith("/ext/rrpc/"):  # an RRPC answer on /ext/rrpc/<id>/<a topic of its own>
+        inner = "/" + topic.split("/", 4)[-1]
+        return inner.count("/") > 1 and (
+            can_publish(pk, dn, inner, custom) or can_subscribe(pk, dn, inner, custom)
+        )
     if topic.startswith(f"/sys/{pk}/{dn}/"):
         return True
     if topic == f"/ext/ntp/{pk}/{dn}/request":
@@ -649,6 +656,7 @@ class Platform:
         self._gc_frozen_at = 0  # connections when the collector's objects were last frozen
         self.reply_delay_s, self.withhold_reply = 0.0, False
         self.reply_override = None  # fault: bytes sent instead of the real registration result
+        self.downlink = None  # downlink.Downlink: operator commands to devices (started with us)
 
     # ---- lifecycle
 
@@ -715,6 +723,7 @@ class Platform:
         self.rconn = registry.connect(self.state_dir)
         self.rconn.execute("DELETE FROM sessions")  # nobody is online after a (re)start
         self.generation = registry.generation(self.rconn)
+        self.downlink = downlink.Downlink(self)
         self.writer = Writer(
             self.state_dir,
             self.loop,
@@ -795,8 +804,10 @@ class Platform:
                     elif c.state in ("device", "observer") and c.keepalive:
                         c.close("keepalive_timeout", abort=True)
             try:
+                self.downlink.poll()
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
+                log.debug("platform: ticker", exc_info=True)
                 continue
             if gen != self.generation:
                 self.generation = gen
@@ -914,7 +925,7 @@ class Platform:
             self.writer.message(row)
         if self.subs or self.wild:
             self.route(topic, payload, qos)
-        if s.pk and topic.startswith("/"):
+        if s.pk and topic.startswith("/") and not self.downlink.inbound(s, topic, payload):
             self.services(s, topic, payload)
 
     def services(self, s, topic, payload):
@@ -1003,6 +1014,10 @@ class Platform:
             return len(hit)
 
         return self._call(run)
+
+    def mute_replies(self, device_name, on=True):
+        """Fault: drop this device's answers to commands, as if it never answered."""
+        self._call((self.downlink.silent.add if on else self.downlink.silent.discard), device_name)
 
     def delay_registration_reply(self, seconds):
         """Push the /ext/regnwl result this many seconds after CONNACK (0: at once)."""
