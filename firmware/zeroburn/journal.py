@@ -20,7 +20,7 @@ _SLACK = const(8)  # records beyond 2 x buffer_max before the file is rewritten 
 
 
 def record(kind, n, t=b"", p=b""):
-    b = bytearray(12 + len(t) + len(p))
+    b = bytearray(13 + len(t) + len(p))
     b[0] = 0x4A
     b[1] = kind
     for k in range(4):
