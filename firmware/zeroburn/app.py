@@ -8,7 +8,7 @@ import sys
 
 from micropython import const
 
-from zeroburn import log, net, outbox, telemetry
+from zeroburn import log, net, telemetry
 from zeroburn.clock import Clock
 
 _IO_MS = const(10000)  # TCP connect, TLS handshake, CONNACK, SUBACK, PUBACK, each read
@@ -92,7 +92,7 @@ class App:
             hw.temperature(),
             extra,
         )
-        outbox.save(self)  # RTC memory now: a reset any time later keeps the sample
+        telemetry.save(self)  # RTC memory now: a reset any time later keeps the sample
 
     def net_delay(self):
         self.net_fails += 1
@@ -142,7 +142,7 @@ class App:
         log("app", "E: out of memory: resetting")
         gc.collect()
         try:
-            self.hw.rtc_write(outbox.encode(self.buf))
+            self.hw.rtc_write(self.buf.rtc())
         except MemoryError:
             pass
         self.hw.reset()

@@ -14,7 +14,7 @@ def wake(a):
     delay = a.step()
     if not delay and a.buf.items:
         delay = a.step()  # just registered: now log in and send
-    a.hw.rtc_write(dump(a.buf))  # outbox.save() did already; kept for what step() changed
+    a.hw.rtc_write(dump(a.buf))  # telemetry.save() did already; kept for what step() changed
     sleep = max(a.cfg.interval_s * 1000, delay)
     log("app", "deep sleep %d s" % (sleep // 1000))
     a.hw.deepsleep(sleep)
@@ -23,6 +23,4 @@ def wake(a):
 def dump(buf):
     """telemetry.Buffer buf as bytes for RTC memory (start.restore() takes them back), dropping
     and counting the oldest samples that do not fit (the outbox's format)."""
-    from zeroburn import outbox
-
-    return outbox.encode(buf)
+    return buf.rtc()

@@ -147,9 +147,7 @@ def sync(a):
         return
     if new:
         log("tel", "journaled #%d" % m["j"])
-    from zeroburn import outbox
-
-    a.hw.rtc_write(outbox.encode(b))
+    a.hw.rtc_write(b.rtc())
 
 
 def load(a, warm):

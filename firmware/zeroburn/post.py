@@ -3,7 +3,7 @@
 # "Overheat", {"temp_c": 81})`, with the app that setup(app) got.
 import json
 
-from zeroburn.outbox import save
+from zeroburn.telemetry import save
 
 
 def _queue(a, topic, payload):

@@ -6,7 +6,7 @@ import json
 
 from micropython import const
 
-from zeroburn import log, outbox
+from zeroburn import log, telemetry
 from zeroburn.app import unload
 from zeroburn.mqtt import Client, MQTTException, connwl
 
@@ -70,7 +70,7 @@ def online(a, c):
             if items and items[0] is item:  # a sample taken meanwhile may have pushed it out
                 items.pop(0)
             a.buf.meta["a"] = item[0]  # acknowledged up to here (the journal's mark)
-            outbox.save(a)
+            telemetry.save(a)
             a.net_fails = 0
             log("tel", "acked #%d" % item[0])
             gc.collect()  # once a message: keeps the heap from fragmenting
@@ -104,7 +104,7 @@ def reserve(a):
         log("tel", "E: id reservation not stored: %r" % (e,))
         return
     m["t"] = top
-    outbox.save(a)
+    telemetry.save(a)
 
 
 def topic_of(a, it):

@@ -7,7 +7,7 @@ import os
 import ssl
 import struct
 
-from zeroburn import log, outbox
+from zeroburn import log
 from zeroburn.app import unload
 
 
@@ -99,8 +99,8 @@ def tls_context(ca_file):
 
 
 def restore(buf, blob):
-    """Take back what outbox.encode() saved into telemetry.Buffer buf; False (buf untouched) when
-    the blob is absent, torn or random (a cold boot)."""
+    """Take back what telemetry.Buffer.rtc() saved into Buffer buf; False (buf untouched)
+    when the blob is absent, torn or random (a cold boot)."""
     try:
         n = len(blob)
         if n < 13 or blob[0] != 0x5A or blob[1] != 0x51 or blob[2] != 2:
@@ -116,9 +116,8 @@ def restore(buf, blob):
             i += 7
             t = bytes(mv[i : i + tl])
             i += tl
-            p = bytes(mv[i : i + pl])
+            items.append((s, bytes(mv[i : i + pl]), t) if tl else (s, bytes(mv[i : i + pl])))
             i += pl
-            items.append((s, p, t) if tl else (s, p))
         seq, dropped, meta = int(d["n"]), int(d["d"]), dict(d["m"])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return False
@@ -140,7 +139,7 @@ def queue(a):
         from zeroburn import journal
 
         journal.load(a, warm)
-    a.hw.rtc_write(outbox.encode(a.buf))
+    a.hw.rtc_write(a.buf.rtc())
 
 
 def ids_start(a):

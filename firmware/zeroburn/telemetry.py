@@ -1,6 +1,29 @@
-# Telemetry samples and the bounded offline buffer (RAM, mirrored into RTC memory by outbox.py at
-# every change, so it survives resets and deep sleep).
+# Telemetry samples and the durable outbox: the bounded queue (RAM) mirrored into RTC memory at
+# every change (save()), so a watchdog reset, machine.reset() or a soft reset loses nothing; the
+# optional flash journal (journal.py) adds power cuts. Resident, so kept small.
+import binascii
 import json
+import struct
+
+from micropython import const
+
+_RTC_BYTES = const(2048)  # ESP32 RTC user memory (RTC.memory() raises ValueError above it)
+
+# RTC image: b"ZQ", version 2, header length (2 bytes), header JSON {"n": last id, "d": dropped,
+# "m": meta}, then per queued item: id (4), topic length (1), payload length (2), topic, payload;
+# last a CRC-32 of all before it (4). Power loss leaves RTC memory random: the CRC says so.
+# An item is (id, payload bytes) for a sample (to user/update) or (id, payload, topic suffix)
+# for an event or a message of the application (see session.topic_of()).
+
+
+def save(a):
+    """App a's queue changed (a sample or an event queued, an item acknowledged): into RTC memory
+    now, and into the flash journal when it is on and due."""
+    a.hw.rtc_write(a.buf.rtc())
+    if a.cfg.journal_s:
+        from zeroburn import journal  # stays loaded while the journal is on
+
+        journal.sync(a)
 
 
 class Buffer:
@@ -35,3 +58,35 @@ class Buffer:
             d["sensors"] = sensors
         self.add(self.seq, json.dumps(d, separators=(",", ":")).encode())
         return self.seq
+
+    def rtc(self):
+        """The queue as one bytearray of at most 2,048 bytes (start.restore() takes it back),
+        built in place: the newest items that fit. Those left out stay queued in RAM, and the
+        image counts them as dropped, which they are if a reset comes before they are sent."""
+        items = self.items
+        k = 0
+        while True:
+            hdr = json.dumps({"n": self.seq, "d": self.dropped + k, "m": self.meta}).encode()
+            size = 9 + len(hdr)
+            for j in range(k, len(items)):
+                it = items[j]
+                size += 7 + len(it[1]) + (len(it[2]) if len(it) > 2 else 0)
+            if size <= _RTC_BYTES or k >= len(items):
+                break
+            k += 1
+        b = bytearray(size)
+        struct.pack_into(">2sBH", b, 0, b"ZQ", 2, len(hdr))
+        i = 5 + len(hdr)
+        b[5:i] = hdr
+        for j in range(k, len(items)):
+            it = items[j]
+            t = it[2] if len(it) > 2 else b""
+            p = it[1]
+            struct.pack_into(">IBH", b, i, it[0], len(t), len(p))
+            i += 7
+            b[i : i + len(t)] = t
+            i += len(t)
+            b[i : i + len(p)] = p
+            i += len(p)
+        struct.pack_into(">I", b, i, binascii.crc32(memoryview(b)[:i]))
+        return b

@@ -85,7 +85,7 @@ def sensors():
     if exists("event") and dev:
         os.remove("event")
         print("[test] event #%d" % post.event(dev[0], "Tick", {"lamp": lamp["on"]}))
-    return {"lamp": lamp["on"]}
+    return None  # the default sample only (~85 bytes): 20 of them fit RTC memory's 2 KiB
 
 
 app.main(

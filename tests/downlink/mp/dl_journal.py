@@ -3,7 +3,7 @@
 import json
 import os
 
-from zeroburn import journal, outbox, telemetry
+from zeroburn import journal, telemetry
 
 
 class Clock:
@@ -44,7 +44,7 @@ class App:
 def sample(a):
     a.clock.now += 1000
     a.buf.sample(a.clock.unix_ms(), a.clock.now // 1000, 20000, -50, 40.0)
-    outbox.save(a)  # RTC, then the journal (journal_s = 1 s: every sample is due)
+    telemetry.save(a)  # RTC, then the journal (journal_s = 1 s: every sample is due)
 
 
 def ids(items):
@@ -106,7 +106,7 @@ def check_acknowledged_records_are_not_replayed():
         it = a.buf.items.pop(0)
         a.buf.meta["a"] = it[0]
         a.clock.now += 1000
-        outbox.save(a)
+        telemetry.save(a)
     items, acked, count, torn = journal.read()
     assert acked == 2 and ids(items) == [3, 4] and not torn
     # the queue runs empty: the acknowledgement goes to flash at once, whatever journal_s says
@@ -114,7 +114,7 @@ def check_acknowledged_records_are_not_replayed():
     for _ in range(2):
         it = a.buf.items.pop(0)
         a.buf.meta["a"] = it[0]
-        outbox.save(a)
+        telemetry.save(a)
     assert journal.read()[0] == []
 
 
