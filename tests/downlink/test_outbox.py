@@ -123,3 +123,28 @@ def test_power_cut_with_the_flash_journal_loses_no_journaled_sample(runtime, pla
     wait_until(lambda: len(samples(plat, dn)) > len(got) + 2, 60, "samples after the cut")
     new = [s["id"] for s in samples(plat, dn) if s["id"] not in stamps and s["id"] > acked]
     assert new and min(new) > max(stamps), (new[:3], max(stamps))
+
+
+def test_power_cut_in_every_journal_write_step_loses_nothing_and_boots(runtime, plat, app_board):
+    """A sweep: the power goes in the middle of four journal writes in a row, alternately while
+    the record is written and while the file is committed; each time the board boots, and every
+    sample the journal already held arrives in the end."""
+    board = app_board(runtime, buffer_max=60, journal_s=1)
+    dn = board.name
+    board.wait_for(r"\[tel\] acked #2\b", timeout=60)
+    plat.stop_listening(drop_connections=True)
+    expected = set()
+    for point in ("file_write", "file_close", "file_write", "file_close"):
+        m = board.wait_for(r"\[tel\] journaled #(\d+)", timeout=60, start=len(board.lines) - 1)
+        k = int(m.group(1))
+        expected |= {n for n, _ in rtc_queue(board) if n <= k}
+        mark = len(board.lines)
+        board.power_cut(at=point, off=0.3)
+        board.wait_for(r"\[board\] power cut", timeout=60, start=mark)
+        board.wait_for(r"\[cred\] token loaded", timeout=90, start=mark)  # never blocks boot
+        board.wait_for(r"\[tel\] \d+ queued restored from the flash journal", 30, start=mark)
+    plat.start_listening()
+    got = delivered(plat, dn, expected)
+    ids = [s["id"] for s in got]
+    assert all(ids.count(n) == 1 for n in expected), sorted(expected - set(ids))
+    assert not any("Traceback" in line for line in board.lines)
