@@ -92,7 +92,8 @@ class App:
             hw.temperature(),
             extra,
         )
-        telemetry.save(self)  # RTC memory now: a reset any time later keeps the sample
+        if self.rec:  # RTC memory now: a reset any time later keeps the sample (before the
+            telemetry.save(self)  # board has a token, the registration's TLS needs the heap)
 
     def net_delay(self):
         self.net_fails += 1
@@ -122,7 +123,11 @@ class App:
         try:
             if not self.phase("link"):
                 return self.net_delay()
-            return self.phase("reg" if self.rec is None else "session")
+            if self.rec is None:
+                return self.phase("reg")
+            if self.buf.seq + 100 >= self.buf.meta.get("t", 0):
+                self.phase("ids")  # ids above the flash reservation: stored before they go out
+            return self.phase("session")
         except MemoryError as e:
             # A heap too fragmented for the next phase stays so: a few in a row, and the board
             # starts afresh (the token is in flash, queued samples go to RTC memory first).
@@ -142,7 +147,7 @@ class App:
         log("app", "E: out of memory: resetting")
         gc.collect()
         try:
-            self.hw.rtc_write(self.buf.rtc())
+            self.hw.rtc_write(self.buf.dump())
         except MemoryError:
             pass
         self.hw.reset()
@@ -166,6 +171,7 @@ class App:
             "link",
             "reg",
             "session",
+            "ids",
             cfg.mode == "duty_cycle" and "duty",
             cfg.alink and "alink",
             self.thing and "thing",

@@ -23,4 +23,4 @@ def wake(a):
 def dump(buf):
     """telemetry.Buffer buf as bytes for RTC memory (start.restore() takes them back), dropping
     and counting the oldest samples that do not fit (the outbox's format)."""
-    return buf.rtc()
+    return buf.dump()

@@ -103,7 +103,7 @@ def rewrite(a):
     a.jn = len(b.items)
 
 
-def sync(a):
+def run(a):
     """Append what is due: items queued for journal_s seconds (or more) and not journaled yet,
     and the acknowledgement of journaled items (at once when the queue ran empty)."""
     b = a.buf
@@ -147,7 +147,7 @@ def sync(a):
         return
     if new:
         log("tel", "journaled #%d" % m["j"])
-    a.hw.rtc_write(b.rtc())
+    a.hw.rtc_write(b.dump())
 
 
 def load(a, warm):

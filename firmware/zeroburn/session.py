@@ -12,12 +12,10 @@ from zeroburn.mqtt import Client, MQTTException, connwl
 
 _IDLE_MS = const(100)  # loop period while online and idle
 _HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the network back-off
-_IDS_BLOCK = const(10000)  # ids reserved in flash at a time: a write per 10,000 messages
 
 
 def run(a):
     """Log App a in (connwl) and stay online; returns the delay before the next step."""
-    reserve(a)
     rec = a.rec
     c = Client(
         *connwl(rec["cid"], a.dn, a.cfg.product_key, rec["tok"]), a.cfg.keepalive_s, a.opener
@@ -58,9 +56,14 @@ def online(a, c):
         while items:  # oldest first, each acknowledged (QoS 1) before it is dropped
             item = items[0]
             if item[0] > a.buf.meta.get("t", 0):
-                return 0  # the id reservation is used up: the next login stores the next
+                return 0  # the id reservation is used up: app.step() stores the next (ids.py)
             t.deadline(a.io_ms)
-            c.publish(topic_of(a, item), item[1], qos=1)
+            # a sample to user/update; an event or message to its suffix under /sys/pk/dn/
+            # (thing/...) or /pk/dn/ (custom topics)
+            p = a.t_up
+            if len(item) > 2:
+                p = (b"/sys" if item[2][:6] == b"thing/" else b"") + p[:-11] + item[2]
+            c.publish(p, item[1], qos=1)
             if cfg.alink and len(item) < 3:
                 prop = "/sys/%s/%s/thing/event/property/post" % (cfg.product_key, a.dn)
                 from zeroburn import alink  # stays loaded while alink is on
@@ -83,45 +86,12 @@ def online(a, c):
         a.clock.sleep_ms(_IDLE_MS, a.feed)
 
 
-def reserve(a):
-    """Before ids above the flash reservation go out (at login, before TLS is up): reserve
-    the next block in flash, so a cold boot, which starts above it, never repeats an id."""
-    m = a.buf.meta
-    if a.buf.seq + 100 < m.get("t", 0):
-        return
-    top = a.buf.seq + _IDS_BLOCK
-    try:
-        if a.nvs is not None:
-            a.nvs.set_i32("ids", top)
-            a.nvs.commit()
-        else:
-            with open("ids.tmp", "w") as f:
-                f.write(str(top))
-            import os
-
-            os.rename("ids.tmp", "ids.txt")
-    except OSError as e:  # ids may repeat after the next power cut; keep sending meanwhile
-        log("tel", "E: id reservation not stored: %r" % (e,))
-        return
-    m["t"] = top
-    telemetry.save(a)
-
-
-def topic_of(a, it):
-    """The topic of queued item it: user/update for a sample, else its suffix under /sys/pk/dn/
-    (thing/...) or /pk/dn/ (custom topics)."""
-    if len(it) < 3:
-        return a.t_up
-    t = it[2]
-    return (b"/sys" if t[:6] == b"thing/" else b"") + a.t_up[: -len(b"user/update")] + t
-
-
 def on_msg(a, topic, msg, c):
     if b"/thing/service/" in topic or b"rrpc/" in topic:
         from zeroburn import thing  # only while a downlink is answered
 
         try:
-            thing.handle(a, c, topic, msg)
+            thing.run(a, c, topic, msg)
         finally:
             del thing
             unload("thing")

@@ -5,7 +5,6 @@ import gc
 import json
 import os
 import ssl
-import struct
 
 from zeroburn import log
 from zeroburn.app import unload
@@ -56,7 +55,27 @@ def prepare(a):
     a.t_get = (base + "user/get").encode()
     a.t_ntp = "/ext/ntp" + base
     a.nvs = hw.nvs()
-    queue(a)  # the queue from RTC memory (and the flash journal), ids above the last
+    # the queue RTC memory kept; after a cold boot ids go on above the last reservation (ids.py)
+    warm = restore(a.buf, hw.rtc_read())
+    if warm:
+        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
+    else:
+        top = 0
+        try:
+            if a.nvs is not None:
+                buf = bytearray(4)
+                a.nvs.get_blob("ids", buf)
+                top = int.from_bytes(buf, "big")
+            else:
+                with open("ids_reserved.txt") as f:
+                    top = int(f.read())
+        except (OSError, ValueError):
+            pass
+        a.buf.seq = max(a.buf.seq, top)
+        a.buf.meta["t"] = top
+    if cfg.journal_s:  # and what the flash journal kept (a path, not a name: no qstr)
+        __import__("zeroburn.journal", None, None, ("load",)).load(a, warm)
+    hw.rtc_write(a.buf.dump())
     from zeroburn import creds
 
     store = creds.Store(a.nvs)
@@ -99,20 +118,22 @@ def tls_context(ca_file):
 
 
 def restore(buf, blob):
-    """Take back what telemetry.Buffer.rtc() saved into Buffer buf; False (buf untouched)
+    """Take back what telemetry.Buffer.dump() saved into Buffer buf; False (buf untouched)
     when the blob is absent, torn or random (a cold boot)."""
     try:
         n = len(blob)
         if n < 13 or blob[0] != 0x5A or blob[1] != 0x51 or blob[2] != 2:
             return False
         mv = memoryview(blob)
-        if binascii.crc32(mv[: n - 4]) != struct.unpack_from(">I", blob, n - 4)[0]:
+        if binascii.crc32(mv[: n - 4]) != int.from_bytes(blob[n - 4 :], "big"):
             return False
         i = 5 + (blob[3] << 8 | blob[4])
         d = json.loads(bytes(mv[5:i]))
         items = []
         while i < n - 4:
-            s, tl, pl = struct.unpack_from(">IBH", blob, i)
+            s = int.from_bytes(blob[i : i + 4], "big")
+            tl = blob[i + 4]
+            pl = blob[i + 5] << 8 | blob[i + 6]
             i += 7
             t = bytes(mv[i : i + tl])
             i += tl
@@ -125,34 +146,3 @@ def restore(buf, blob):
     for it in items:
         buf.items.append(it)
     return True
-
-
-def queue(a):
-    """At boot (start.prepare): the queue RTC memory kept, else ids above the last reservation;
-    then what the flash journal kept, when it is on."""
-    warm = restore(a.buf, a.hw.rtc_read())
-    if warm:
-        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
-    else:
-        ids_start(a)
-    if a.cfg.journal_s:
-        from zeroburn import journal
-
-        journal.load(a, warm)
-    a.hw.rtc_write(a.buf.rtc())
-
-
-def ids_start(a):
-    """No RTC image: ids go on above the last reservation (and above anything the journal kept)."""
-    top = 0
-    try:
-        if a.nvs is not None:
-            top = a.nvs.get_i32("ids")
-        else:
-            with open("ids.txt") as f:
-                top = int(f.read())
-    except (OSError, ValueError):
-        pass
-    b = a.buf
-    b.seq = max(b.seq, top)
-    b.meta["t"] = top  # the next id is above it: reserve() writes the next block first

@@ -3,7 +3,6 @@
 # optional flash journal (journal.py) adds power cuts. Resident, so kept small.
 import binascii
 import json
-import struct
 
 from micropython import const
 
@@ -13,17 +12,25 @@ _RTC_BYTES = const(2048)  # ESP32 RTC user memory (RTC.memory() raises ValueErro
 # "m": meta}, then per queued item: id (4), topic length (1), payload length (2), topic, payload;
 # last a CRC-32 of all before it (4). Power loss leaves RTC memory random: the CRC says so.
 # An item is (id, payload bytes) for a sample (to user/update) or (id, payload, topic suffix)
-# for an event or a message of the application (see session.topic_of()).
+# for an event or a message of the application (see session.online()).
 
 
 def save(a):
     """App a's queue changed (a sample or an event queued, an item acknowledged): into RTC memory
     now, and into the flash journal when it is on and due."""
-    a.hw.rtc_write(a.buf.rtc())
+    try:
+        a.hw.rtc_write(a.buf.dump())
+    except MemoryError:  # a heap too full right now: RTC memory keeps the last image, and the
+        pass  # next change writes it again; the sample itself stays queued in RAM
     if a.cfg.journal_s:
-        from zeroburn import journal  # stays loaded while the journal is on
+        # (by a module path of more than 10 characters: no qstr for it in a board without it)
+        __import__("zeroburn.journal", None, None, ("run",)).run(a)
 
-        journal.sync(a)
+
+def _put(b, i, n):
+    """n as 4 bytes, big-endian, at b[i]."""
+    for k in range(4):
+        b[i + k] = n >> (24 - 8 * k) & 0xFF
 
 
 class Buffer:
@@ -59,7 +66,7 @@ class Buffer:
         self.add(self.seq, json.dumps(d, separators=(",", ":")).encode())
         return self.seq
 
-    def rtc(self):
+    def dump(self):
         """The queue as one bytearray of at most 2,048 bytes (start.restore() takes it back),
         built in place: the newest items that fit. Those left out stay queued in RAM, and the
         image counts them as dropped, which they are if a reset comes before they are sent."""
@@ -75,18 +82,23 @@ class Buffer:
                 break
             k += 1
         b = bytearray(size)
-        struct.pack_into(">2sBH", b, 0, b"ZQ", 2, len(hdr))
+        b[0:3] = b"ZQ\x02"
+        b[3] = len(hdr) >> 8
+        b[4] = len(hdr) & 0xFF
         i = 5 + len(hdr)
         b[5:i] = hdr
         for j in range(k, len(items)):
             it = items[j]
             t = it[2] if len(it) > 2 else b""
             p = it[1]
-            struct.pack_into(">IBH", b, i, it[0], len(t), len(p))
+            _put(b, i, it[0])
+            b[i + 4] = len(t)
+            b[i + 5] = len(p) >> 8
+            b[i + 6] = len(p) & 0xFF
             i += 7
             b[i : i + len(t)] = t
             i += len(t)
             b[i : i + len(p)] = p
             i += len(p)
-        struct.pack_into(">I", b, i, binascii.crc32(memoryview(b)[:i]))
+        _put(b, i, binascii.crc32(memoryview(b)[:i]))
         return b

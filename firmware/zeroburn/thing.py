@@ -18,7 +18,7 @@ _HANDLER_MS = const(5000)  # below the cloud's 8 s RRPC timeout, so a late answe
 _MAX_REPLY = const(16384)  # a larger answer is refused (and said so) rather than risk the heap
 
 
-def handle(a, c, topic, msg):
+def run(a, c, topic, msg):
     """Answer one downlink message for App a on umqtt client c. Only an OSError of the link
     itself leaves here (the session then ends and the reply is dropped)."""
     gc.collect()  # the handler and its answer get the largest free blocks there are

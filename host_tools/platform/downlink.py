@@ -163,6 +163,8 @@ class Downlink:
         self.by_key = {}  # (pk, dn, key) -> command id; key: the Alink id or the messageId
         self.recent = {}  # (pk, dn, key) -> command id of commands that timed out (late replies)
         self.silent = set()  # device names whose answers are dropped (fault: never answers)
+        # ids taken from the table: a row still reads 'pending' until the writer commits
+        self.seen = set()
         ensure(plat.rconn)
 
     def poll(self):
@@ -183,13 +185,15 @@ class Downlink:
         ).fetchall()
         for r in rows:
             cid = r["id"]
-            if cid in self.inflight or ("done", cid) in self.by_key:
+            if cid in self.seen:
                 continue
+            if len(self.seen) > 10000:  # long committed: rows this old are no longer pending
+                self.seen = {c for c in self.seen if c > cid - 5000}
+            self.seen.add(cid)
             pk, dn, kind = r["product_key"], r["device_name"], r["kind"]
             s = plat.online.get((pk, dn))
             if s is None or s.closed:
-                self.by_key[("done", cid)] = True
-                plat.writer.submit(_set_state, (cid, "offline"), lambda _r, c=cid: self._done(c))
+                plat.writer.submit(_set_state, (cid, "offline"))
                 plat.writer.event(kind, pk, dn, None, "offline", str(cid))
                 continue
             key = message_id(cid) if kind in ("rrpc", "service_sync") else str(cid)
@@ -199,9 +203,6 @@ class Downlink:
             plat.writer.submit(_set_state, (cid, "sent"))
             plat.writer.event(kind, pk, dn, s.client_id, "sent", f"{r['topic']} {cid}")
             s.deliver(r["topic"], bytes(r["request"]), 0)
-
-    def _done(self, cid):
-        self.by_key.pop(("done", cid), None)
 
     def default_timeout(self, kind):
         s = self.plat.settings

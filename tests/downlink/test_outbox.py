@@ -13,7 +13,7 @@ pytestmark = pytest.mark.parametrize("runtime", RUNTIMES)
 
 
 def rtc_queue(board):
-    """The queue the board's RTC memory holds now: [(id, payload bytes)] (telemetry.Buffer.rtc()'s
+    """The queue the board's RTC memory holds now: [(id, payload bytes)] (telemetry.Buffer.dump()'s
     format, read independently here), or [] when it holds no valid image."""
     try:
         blob = (board.ctl / "rtc_memory").read_bytes()

@@ -50,7 +50,7 @@ class FakeHW:
         return self.rtc
 
     def rtc_write(self, blob):
-        # kept as given (telemetry.Buffer.rtc() makes a new one each time): a board's RTC.memory()
+        # kept as given (telemetry.Buffer.dump() makes a new one each time): a board's RTC.memory()
         # copies into RTC RAM, not into the GC heap, so a copy here would count what it does not
         self.rtc = blob
 
@@ -134,7 +134,12 @@ def boot():
         pass
     hw.wifi = p.get("wifi", True)
     clock = FakeClock(p["limit_ms"])
-    a = app.App(cfg, hw, clock)
+    thing = None
+    if p.get("thing"):  # thing-model handlers (tests/downlink): not loaded otherwise
+        import fw_thing
+
+        thing = fw_thing.handlers()
+    a = app.App(cfg, hw, clock, thing=thing)
     a.io_ms = p.get("io_ms", 3000)
     a.reply_ms = p.get("reply_ms", 3000)
     if p.get("oom"):  # every connection attempt runs out of memory
