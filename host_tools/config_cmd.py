@@ -44,6 +44,7 @@ HELP = {
     "alink": "also post each sample as an Alink thing-model property post",
     "wdt_s": "hardware watchdog timeout seconds (20-3600)",
     "buffer_max": "samples kept while offline, oldest dropped first",
+    "journal_s": "flash journal for power cuts: 0 off, N = write queued samples after N s",
     "max_connwl_refusals": "login refusals in a row before the token is wiped and re-registered",
     "reg_backoff_s": "first wait after a refused registration; doubles up to 6 h",
     "safe_mode_pin": "GPIO of a safe-mode button (active low); flash fills in the board's BOOT",
