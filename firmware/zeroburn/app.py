@@ -171,7 +171,6 @@ class App:
             "link",
             "reg",
             "session",
-            "ids",
             cfg.mode == "duty_cycle" and "duty",
             cfg.alink and "alink",
             self.thing and "thing",

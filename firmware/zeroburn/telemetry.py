@@ -27,12 +27,6 @@ def save(a):
         __import__("zeroburn.journal", None, None, ("run",)).run(a)
 
 
-def _put(b, i, n):
-    """n as 4 bytes, big-endian, at b[i]."""
-    for k in range(4):
-        b[i + k] = n >> (24 - 8 * k) & 0xFF
-
-
 class Buffer:
     """Serialized samples, oldest first; when full the oldest are dropped and counted."""
 
@@ -82,23 +76,18 @@ class Buffer:
                 break
             k += 1
         b = bytearray(size)
-        b[0:3] = b"ZQ\x02"
-        b[3] = len(hdr) >> 8
-        b[4] = len(hdr) & 0xFF
+        b[0:5] = b"ZQ\x02" + len(hdr).to_bytes(2, "big")
         i = 5 + len(hdr)
         b[5:i] = hdr
         for j in range(k, len(items)):
             it = items[j]
             t = it[2] if len(it) > 2 else b""
             p = it[1]
-            _put(b, i, it[0])
-            b[i + 4] = len(t)
-            b[i + 5] = len(p) >> 8
-            b[i + 6] = len(p) & 0xFF
+            b[i : i + 7] = (it[0] << 24 | len(t) << 16 | len(p)).to_bytes(7, "big")
             i += 7
             b[i : i + len(t)] = t
             i += len(t)
             b[i : i + len(p)] = p
             i += len(p)
-        _put(b, i, binascii.crc32(memoryview(b)[:i]))
+        b[i:] = binascii.crc32(memoryview(b)[:i]).to_bytes(4, "big")
         return b
