@@ -29,7 +29,7 @@ class App:
     """One device. State that must survive deep sleep lives in buf.meta (RTC memory):
     rf registration failures in a row, cr connwl refusals in a row, rn registrations."""
 
-    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None):
+    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None, thing=None):
         """cfg: config.settings(); hw: hw.Hardware or a fake; opener() -> net.Transport
         (default: verified TLS to the configured endpoint)."""
         self.cfg = cfg
@@ -38,6 +38,7 @@ class App:
         self.clock = clock
         self.sensors = sensors
         self.on_downlink = downlink
+        self.thing = thing  # (properties, services, rrpc) for thing.py, or None
         self.opener = opener or self.open_tls
         self.ctx = None  # start.prepare() builds it, with the radio on
         self.io_ms = _IO_MS  # instance attributes, so tests can shorten them
@@ -84,6 +85,8 @@ class App:
             hw.temperature(),
             extra,
         )
+        if self.rec:  # RTC memory now: a reset any time later keeps the sample (before the
+            telemetry.save(self)  # board has a token, the registration's TLS needs the heap)
 
     def net_delay(self):
         self.net_fails += 1
@@ -113,7 +116,11 @@ class App:
         try:
             if not self.phase("link"):
                 return self.net_delay()
-            return self.phase("reg" if self.rec is None else "session")
+            if self.rec is None:
+                return self.phase("reg")
+            if self.buf.seq + 100 >= self.buf.meta.get("t", 0):
+                self.phase("ids")  # ids above the flash reservation: stored before they go out
+            return self.phase("session")
         except Exception as e:
             # Out of memory: MemoryError from the VM, OSError(ENOMEM) from mbedTLS. A heap
             # too fragmented for the next phase stays so: a few in a row, and the board starts
@@ -137,9 +144,7 @@ class App:
         log("app", "E: out of memory: resetting")
         gc.collect()
         try:
-            from zeroburn import duty
-
-            self.hw.rtc_write(duty.dump(self.buf))
+            self.hw.rtc_write(self.buf.dump())
         except MemoryError:
             pass
         self.hw.reset()
@@ -165,6 +170,7 @@ class App:
             "session",
             cfg.mode == "duty_cycle" and "duty",
             cfg.alink and "alink",
+            self.thing and "thing",
         ):
             if name:
                 __import__("zeroburn.%s" % name)
@@ -181,8 +187,10 @@ class App:
                 self.clock.sleep_ms(delay, self.feed)
 
 
-def main(sensors=None, downlink=None):
-    """Entry point from main.py: safe mode and config (start.boot), then run on the board."""
+def main(sensors=None, downlink=None, properties=None, services=None, rrpc=None, setup=None):
+    """Entry point from main.py: safe mode and config (start.boot), then run on the board.
+    properties {id: (getter, setter or None)}, services {id: fn(params) -> dict}, rrpc
+    fn(payload, topic) -> bytes answer the cloud (thing.py); setup(app) runs once before."""
     from zeroburn import start
 
     got = start.boot()
@@ -192,7 +200,10 @@ def main(sensors=None, downlink=None):
         return
     cfg, hw = got
     del got
-    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink)
+    t = (properties or {}, services or {}, rrpc) if properties or services or rrpc else None
+    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink, thing=t)
+    if setup:
+        setup(a)
     try:
         a.run()
     except (OSError, ValueError) as e:  # before the watchdog starts: a missing or bad ca.pem

@@ -6,7 +6,8 @@ import json
 
 from micropython import const
 
-from zeroburn import log
+from zeroburn import log, telemetry
+from zeroburn.app import unload
 from zeroburn.mqtt import Client, MQTTException, connwl
 
 _IDLE_MS = const(100)  # loop period while online and idle
@@ -20,7 +21,7 @@ def run(a):
         *connwl(rec["cid"], a.dn, a.cfg.product_key, rec["tok"]), a.cfg.keepalive_s, a.opener
     )
     del rec
-    c.set_callback(lambda topic, msg: on_msg(a, topic, msg))
+    c.set_callback(lambda topic, msg: on_msg(a, topic, msg, c))
     try:
         try:
             c.connect()
@@ -49,14 +50,21 @@ def online(a, c):
     a.ntp_sent = a.clock.unix_ms()
     c.publish((a.t_ntp + "request").encode(), b'{"deviceSendTime":"%d"}' % a.ntp_sent)
     start = a.clock.ticks()
-    items = a.buf.items
     cfg = a.cfg
     while True:
+        items = a.buf.items
         while items:  # oldest first, each acknowledged (QoS 1) before it is dropped
             item = items[0]
+            if item[0] > a.buf.meta.get("t", 0):
+                return 0  # the id reservation is used up: app.step() stores the next (ids.py)
             t.deadline(a.io_ms)
-            c.publish(a.t_up, item[1], qos=1)
-            if cfg.alink:
+            # a sample to user/update; an event or message to its suffix under /sys/pk/dn/
+            # (thing/...) or /pk/dn/ (custom topics)
+            p = a.t_up
+            if len(item) > 2:
+                p = (b"/sys" if item[2][:6] == b"thing/" else b"") + p[:-11] + item[2]
+            c.publish(p, item[1], qos=1)
+            if cfg.alink and len(item) < 3:
                 prop = "/sys/%s/%s/thing/event/property/post" % (cfg.product_key, a.dn)
                 from zeroburn import alink  # stays loaded while alink is on
 
@@ -64,6 +72,8 @@ def online(a, c):
             t.deadline(None)
             if items and items[0] is item:  # a sample taken meanwhile may have pushed it out
                 items.pop(0)
+            a.buf.meta["a"] = item[0]  # acknowledged up to here (the journal's mark)
+            telemetry.save(a)
             a.net_fails = 0
             log("tel", "acked #%d" % item[0])
             gc.collect()  # once a message: keeps the heap from fragmenting
@@ -76,8 +86,16 @@ def online(a, c):
         a.clock.sleep_ms(_IDLE_MS, a.feed)
 
 
-def on_msg(a, topic, msg):
-    if topic == a.t_get:
+def on_msg(a, topic, msg, c):
+    if b"/thing/service/" in topic or b"rrpc/" in topic:
+        from zeroburn import thing  # only while a downlink is answered
+
+        try:
+            thing.run(a, c, topic, msg)
+        finally:
+            del thing
+            unload("thing")
+    elif topic == a.t_get:
         log("mqtt", "downlink, %d bytes" % len(msg))
         if a.on_downlink:
             a.on_downlink(msg)

@@ -155,6 +155,13 @@ EVENT_KINDS = (
     "throttle",
     "protocol_error",
     "forbidden",
+    # operator commands to devices (platform/downlink.py) and what came of them
+    "property_set",
+    "service",
+    "service_sync",
+    "rrpc",
+    "downlink_reply",
+    "downlink_timeout",
 )
 
 

@@ -15,7 +15,7 @@ import time
 from asyncio import sslproto
 from pathlib import Path
 
-from host_tools.platform import auth, codec, https, registry, tls
+from host_tools.platform import auth, codec, downlink, https, registry, tls
 from host_tools.platform.auth import AuthError
 from host_tools.platform.listener import OnePortListener
 from host_tools.platform.statelock import StateLock
@@ -80,6 +80,8 @@ DEFAULT_SETTINGS = {
     "connection_backlog_bytes": 1024 * 1024,
     "backlog_bytes": 32 * 1024 * 1024,
     "raise_open_files": True,  # raise the soft open-file limit to the hard one at start
+    "rrpc_timeout_s": 8.0,  # RRPC and synchronous service calls (the console's 8 s, [UNK] exact)
+    "reply_timeout_s": 8.0,  # how long a property set / async service call waits for its _reply
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -131,6 +133,11 @@ class _Loop(asyncio.SelectorEventLoop):
 
 def can_publish(pk, dn, topic, custom):
     """Aliyun's default topic classes of a device (PROTOCOL.md section 4)."""
+    if topic.startswith("/ext/rrpc/"):  # an RRPC answer on /ext/rrpc/<id>/<a topic of its own>
+        inner = "/" + topic.split("/", 4)[-1]
+        return inner.count("/") > 1 and (
+            can_publish(pk, dn, inner, custom) or can_subscribe(pk, dn, inner, custom)
+        )
     if topic.startswith(f"/sys/{pk}/{dn}/"):
         return True
     if topic == f"/ext/ntp/{pk}/{dn}/request":
@@ -768,6 +775,7 @@ class Platform:
         self.all_paused = False  # the whole server is over its backlog bound
         self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
         self.open_files = None  # (soft limit, hard limit) after start
+        self.downlink = None  # downlink.Downlink: operator commands to devices (started with us)
 
     # ---- lifecycle
 
@@ -844,6 +852,7 @@ class Platform:
         self.rconn = registry.connect(self.state_dir)
         self.rconn.execute("DELETE FROM sessions")  # nobody is online after a (re)start
         self.generation = registry.generation(self.rconn)
+        self.downlink = downlink.Downlink(self)
         self.writer = Writer(
             self.state_dir,
             self.loop,
@@ -941,8 +950,10 @@ class Platform:
                     elif c.state in ("device", "observer") and c.keepalive:
                         c.close("keepalive_timeout", abort=True)
             try:
+                self.downlink.poll()
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
+                log.debug("platform: ticker", exc_info=True)
                 continue
             if gen != self.generation:
                 self.generation = gen
@@ -1106,7 +1117,7 @@ class Platform:
         self.writer.message_owned(row, s, packet_id if qos else None, n)
         if self.subs or self.wild:
             self.route(topic, payload, qos)
-        if s.pk and topic.startswith("/"):
+        if s.pk and topic.startswith("/") and not self.downlink.inbound(s, topic, payload):
             self.services(s, topic, payload)
 
     def services(self, s, topic, payload):
@@ -1195,6 +1206,10 @@ class Platform:
             return len(hit)
 
         return self._call(run)
+
+    def mute_replies(self, device_name, on=True):
+        """Fault: drop this device's answers to commands, as if it never answered."""
+        self._call((self.downlink.silent.add if on else self.downlink.silent.discard), device_name)
 
     def delay_registration_reply(self, seconds):
         """Push the /ext/regnwl result this many seconds after CONNACK (0: at once)."""
