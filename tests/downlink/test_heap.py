@@ -4,7 +4,7 @@
 # completes at 52K, which this test holds it to (docs/downlink-outbox.md section 5).
 import json
 
-from host_tools.build import compile_mpy
+from host_tools.build.staging import compile_mpy
 from tests.conftest import run_micropython
 from tests.firmware.conftest import PK, SECRET, broker, certs, scenario_result  # noqa: F401  (fixtures)
 from tests.firmware.cpy import HERE
