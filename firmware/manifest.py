@@ -11,4 +11,5 @@ metadata(
     license="MIT",
 )
 require("umqtt.simple")
+module("otaboot.py")  # the OTA loader, to /lib: never part of an update package
 package("zeroburn")

@@ -24,6 +24,7 @@ COMMANDS = {
         "compile the firmware into a staging folder (what goes on a board)",
     ),
     "config": ("host_tools.build.config_cmd", "write or check a device config.json"),
+    "ota": ("host_tools.build.otapkg", "make an over-the-air update package (docs/ota.md)"),
     "init-project": (
         "host_tools.build.project",
         "write an example application folder (main.py, a sensor driver) for --app",

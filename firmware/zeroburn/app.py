@@ -5,6 +5,7 @@
 import errno
 import gc
 import os
+import sys
 
 from micropython import const
 
@@ -17,6 +18,11 @@ _NET_BASE_MS = const(2000)
 _NET_CAP_MS = const(300000)
 _REG_CAP_MS = const(21600000)  # 6 h
 _OOM_RESETS = const(3)  # out-of-memory errors in a row before the board resets itself
+# Indices into App.ota, the OTA state (zeroburn.otainit owns the list; docs/ota.md)
+_OTA_MSG = const(6)
+_OTA_JOB = const(7)
+_OTA_UNTIL = const(8)
+_OTA_BUF = const(9)
 
 
 def jittered(ms, n, limit):
@@ -28,6 +34,8 @@ def jittered(ms, n, limit):
 class App:
     """One device. State that must survive deep sleep lives in buf.meta (RTC memory):
     rf registration failures in a row, cr connwl refusals in a row, rn registrations."""
+
+    ota: "list | None"  # OTA state, mixed values (otainit); a class annotation costs no heap
 
     def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None):
         """cfg: config.settings(); hw: hw.Hardware or a fake; opener() -> net.Transport
@@ -49,11 +57,15 @@ class App:
         self.oom = 0  # out-of-memory errors in a row
         self.synced = False
         self.next_sample = clock.ticks()
+        self.ota = None  # OTA state: a list (no dict keys, no attributes: no new qstrs)
 
     def open_tls(self):
         # DNS + TCP + TLS + CONNACK within cfg.connect_s, in total
         c = self.cfg
-        return net.open_tls(self.ctx, self.host, c.port, self.io_ms, self.feed, c.connect_s * 1000)
+        t = net.open_tls(self.ctx, self.host, c.port, self.io_ms, self.feed, c.connect_s * 1000)
+        if self.ota:
+            t.buf = self.ota[_OTA_BUF]  # long downlinks (an OTA push) are read into it
+        return t
 
     def feed(self):
         """Called from every wait: watchdog, and the sample timer keeps running offline."""
@@ -110,9 +122,22 @@ class App:
 
     def step(self):
         """One pass: link, then register or log in. Returns ms to wait before the next."""
+        o = self.ota
         try:
+            if o and o[_OTA_UNTIL] is not None and self.clock.since(o[_OTA_UNTIL]) > 0:
+                __import__("otaboot").done("no cloud session in time")  # goes back, resets
+            if o and o[_OTA_MSG]:
+                self.reset("an upgrade came: the download starts from a fresh heap")
             if not self.phase("link"):
                 return self.net_delay()
+            if o and o[_OTA_JOB]:
+                # an upgrade, with no session open; the phase ends in a reset, so MQTT's
+                # modules leave the heap to make room for it
+                unload("mqtt")
+                sys.modules.pop("umqtt.simple", None)
+                sys.modules.pop("umqtt", None)
+                gc.collect()
+                return self.phase("ota")
             return self.phase("reg" if self.rec is None else "session")
         except Exception as e:
             # Out of memory: MemoryError from the VM, OSError(ENOMEM) from mbedTLS. A heap
@@ -133,8 +158,8 @@ class App:
         finally:
             gc.collect()
 
-    def reset(self):
-        log("app", "E: out of memory: resetting")
+    def reset(self, e="E: out of memory"):
+        log("app", "%s: resetting" % e)
         gc.collect()
         try:
             from zeroburn import duty
@@ -151,25 +176,36 @@ class App:
         del start
         unload("start")
         gc.collect()
+        # the buffer long downlinks are read into (an OTA push), while a block this long is
+        # free; zeroburn.otainit builds the OTA state around it below. Not on the boot that
+        # registers: the registration needs that room, and an upgrade can wait for a reset.
+        if self.rec:
+            self.ota = bytearray(1024)  # pyright: ignore[reportAttributeAccessIssue]  (until otainit makes the list around it: one attribute, no new name)
         # Now, into the room start left and while the heap is still in one piece: mqtt and
         # umqtt.simple (they stay for good), and every phase module once, then dropped again,
         # so that the names they intern (qstrs, kept for good however late they are made, and a
         # new pool of them needs one 3.6 KiB block) are made here rather than later, between
         # a session's transient blocks.
-        from zeroburn import mqtt  # noqa: F401
-
         cfg = self.cfg
-        for name in (
-            "link",
-            "reg",
-            "session",
-            cfg.mode == "duty_cycle" and "duty",
-            cfg.alink and "alink",
-        ):
+        try:  # an upgrade to download (docs/ota.md): the room is for it, MQTT is not needed
+            os.stat("/zb/job.json")
+            names = ()
+        except OSError:
+            from zeroburn import mqtt  # noqa: F401
+
+            names = (
+                "link",
+                "reg",
+                "session",
+                cfg.mode == "duty_cycle" and "duty",
+                cfg.alink and "alink",
+            )
+        for name in names:
             if name:
                 __import__("zeroburn.%s" % name)
                 unload(name)
         gc.collect()
+        self.phase("otainit")  # OTA state: the running version, topics, probation (docs/ota.md)
         if cfg.mode == "duty_cycle":
             from zeroburn import duty
 

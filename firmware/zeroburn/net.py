@@ -10,6 +10,7 @@ from micropython import const
 
 _SLICE_MS = const(500)  # longest poll between watchdog feeds
 _MAX_READ = const(4096)  # one read never allocates more: a huge packet is an error, not a crash
+_SMALL = const(256)  # longer reads go into .buf when the owner gave one (see read)
 
 
 def open_tls(ctx, host, port, ms, feed, timeout=None):
@@ -55,6 +56,8 @@ class Transport:
     wait of a whole exchange, e.g. publish + PUBACK. The socket itself never blocks.
     """
 
+    buf: "bytearray | None"  # (a class annotation: no name, no heap on the board)
+
     def __init__(self, sock, ms, feed):
         self.sock = sock
         self.timeout = ms  # each read or write, in ms
@@ -67,6 +70,7 @@ class Transport:
         # (polling for writable would return at once on ports that poll the raw fd)
         self.rx = time.ticks_ms()
         self.tx = None
+        self.buf = None  # allocated at boot by the owner: long messages are read into it
 
     def setblocking(self, blocking):
         self.blocking = blocking
@@ -90,8 +94,14 @@ class Transport:
     def read(self, n):
         if n > _MAX_READ:
             raise OSError(errno.ENOBUFS)  # bigger than anything this device accepts
-        data = b""
+        if n > _SMALL and self.buf is not None and n <= len(self.buf):
+            # A view of .buf, valid until the next long read: a session's heap is too
+            # fragmented for one contiguous block the size of an OTA push (~700 bytes).
+            if self.readinto(self.buf, n) is None:
+                return None
+            return memoryview(self.buf)[:n]
         start = time.ticks_ms()
+        data = b""
         while len(data) < n:
             # Read before polling: TLS may already hold decrypted bytes the fd poll cannot see.
             chunk = self.sock.read(n - len(data))
@@ -107,11 +117,25 @@ class Transport:
         return data
 
     def readinto(self, buf, n=None):
-        data = self.read(n or len(buf))
-        if data is None:
-            return None  # non-blocking and nothing yet, as a socket's readinto says
-        buf[: len(data)] = data
-        return len(data)
+        """Exactly n (default: len(buf)) bytes into buf, allocating nothing; None when
+        non-blocking and nothing is waiting, as a socket's readinto says."""
+        n = n or len(buf)
+        mv = memoryview(buf)
+        got = 0
+        start = time.ticks_ms()
+        while got < n:
+            # Read before polling: TLS may already hold decrypted bytes the fd poll cannot see.
+            k = self.sock.readinto(mv[got:n])
+            if k:
+                got += k
+                self.rx = time.ticks_ms()
+            elif k is not None:
+                raise OSError(errno.ECONNRESET)  # the peer closed
+            elif not got and not self.blocking:
+                return None
+            else:
+                self._wait(select.POLLIN, start)
+        return n
 
     def write(self, buf, n=None):
         mv = memoryview(buf)[: len(buf) if n is None else n]

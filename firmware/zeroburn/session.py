@@ -3,11 +3,21 @@
 # keepalive until the link fails. The registration code (reg) is never in the heap with it.
 import gc
 import json
+import os
 
 from micropython import const
 
 from zeroburn import log
 from zeroburn.mqtt import Client, MQTTException, connwl
+
+# Indices into App.ota (zeroburn.otainit owns the list; docs/ota.md)
+_OTA_TOPICS = const(0)
+_OTA_INFORM = const(1)
+_OTA_OUT = const(3)
+_OTA_STATE = const(4)
+_OTA_ACK = const(5)
+_OTA_MSG = const(6)
+_OTA_UNTIL = const(8)
 
 _IDLE_MS = const(100)  # loop period while online and idle
 _HEALTHY_MS = const(60000)  # a session this long (or one ack) resets the network back-off
@@ -39,12 +49,26 @@ def run(a):
 
 def online(a, c):
     t = c.sock
-    for topic in (a.t_get, (a.t_ntp + "response").encode()):
+    o = a.ota
+    for topic in (a.t_get, (a.t_ntp + "response").encode()) + (o[_OTA_TOPICS] if o else ()):
         try:
             t.deadline(a.io_ms)
             c.subscribe(topic, 1)
         except MQTTException:  # SUBACK 0x80: no permission; the session stays usable
             log("mqtt", "W: subscribe refused: %s" % topic.decode())
+    if o:  # OTA: the version at every login (Aliyun pushes only to devices that report it), and
+        # what otainit prepared: a confirmation or a report, a firmware/get for a missed push
+        t.deadline(a.io_ms)
+        c.publish(*o[_OTA_INFORM])
+        for m in o[_OTA_OUT]:
+            c.publish(m[0], m[1], qos=1)
+        o[_OTA_OUT] = ()
+        if o[_OTA_STATE]:
+            with open("/zb/active.json.tmp", "wb") as f:
+                f.write(o[_OTA_STATE][0])
+            os.rename("/zb/active.json.tmp", "/zb/active.json")
+            log("ota", o[_OTA_STATE][1])
+            o[_OTA_STATE] = o[_OTA_UNTIL] = None
     t.deadline(None)
     a.ntp_sent = a.clock.unix_ms()
     c.publish((a.t_ntp + "request").encode(), b'{"deviceSendTime":"%d"}' % a.ntp_sent)
@@ -72,6 +96,11 @@ def online(a, c):
         if a.clock.since(start) > _HEALTHY_MS:
             a.net_fails = 0
         c.check_msg()
+        if o and o[_OTA_MSG]:  # an upgrade: acknowledged; app resets into the download
+            t.deadline(a.io_ms)
+            c.publish(o[_OTA_ACK][0], o[_OTA_ACK][1], qos=1)
+            os.rename("/zb/job.json.tmp", "/zb/job.json")
+            return 0
         c.keep_alive()
         a.clock.sleep_ms(_IDLE_MS, a.feed)
 
@@ -80,7 +109,13 @@ def on_msg(a, topic, msg):
     if topic == a.t_get:
         log("mqtt", "downlink, %d bytes" % len(msg))
         if a.on_downlink:
-            a.on_downlink(msg)
+            a.on_downlink(bytes(msg))  # a long msg is a view of the transport's buffer
+    elif a.ota and topic in a.ota[_OTA_TOPICS] and len(msg) > 256:
+        # An upgrade (a short one is an empty firmware/get reply): to flash as it is, no parsing
+        # in a session's fragmented heap; it is done after a reset (zeroburn.otainit).
+        with open("/zb/job.json.tmp", "wb") as f:
+            f.write(msg)
+        a.ota[_OTA_MSG] = 1
     elif topic.endswith(b"/response") and a.ntp_sent is not None:
         # Aliyun /ext/ntp: now = (serverRecvTime + serverSendTime + recv - deviceSendTime) / 2
         try:

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import ssl
+import sys
 
 from zeroburn import log, unload
 
@@ -21,8 +22,12 @@ def boot():
         pass
     from zeroburn import config
 
+    # an update that carries config.json or ca.pem has them in its folder, first on sys.path
+    # (otaboot, docs/ota.md); the root's own are never overwritten
+    p = sys.path[0] + "/"
     try:
-        cfg = config.settings(config.load())
+        cfg = config.settings(config.load(find(p + "config.json")))
+        cfg.ca_file = find(p + cfg.ca_file)
     except ValueError as e:
         log("cfg", "E: %s; not starting" % e)
         return None
@@ -42,6 +47,15 @@ def boot():
             log("boot", "safe mode (button held): application not started")
             return None
     return cfg, hw
+
+
+def find(path):
+    """path if it exists, else the same name at the root."""
+    try:
+        os.stat(path)
+        return path
+    except OSError:
+        return path[path.rfind("/") + 1 :]
 
 
 def prepare(a):

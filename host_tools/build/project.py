@@ -69,12 +69,23 @@ MAIN_PY = """\
 # main.py: your application. zeroburn runs the device's life (Wi-Fi, registration, the stored
 # token, telemetry, reconnects); you hand it your sensors. What sensors.read() returns is sent
 # as "sensors" in every telemetry message. Safe mode (file 'safemode' or the button held at
-# boot) still works: app.main() checks it first.
-from zeroburn import app
+# boot) still works: app.main() checks it first. otaboot picks the version an update over the
+# air installed, and takes the board back to the previous one if this one crashes on probation
+# (docs/ota.md in the zeroburn repository): keep those lines around your code.
+import otaboot
 
-import sensors
+otaboot.select()
+del otaboot
+try:
+    from zeroburn import app
 
-app.main(sensors=sensors.Example().read)
+    import sensors
+
+    app.main(sensors=sensors.Example().read)
+except Exception as e:
+    __import__("otaboot").done(e)
+    raise
+__import__("otaboot").done("returned without a cloud session")
 """
 
 SENSORS_PY = """\

@@ -42,9 +42,25 @@ ALIASES = {
     "urandom": "random",
     "uctypes": None,
 }
+
+
+def _json():
+    """CPython's json, taking any buffer as MicroPython's does (json.loads(memoryview))."""
+    m = types.ModuleType("json")
+    m.__dict__.update({k: getattr(json, k) for k in ("dumps", "dump", "load", "JSONDecodeError")})
+
+    def loads(s, *args, **kwargs):
+        if isinstance(s, (memoryview, bytearray)):
+            s = bytes(s)
+        return json.loads(s, *args, **kwargs)
+
+    m.__dict__["loads"] = loads
+    return m
+
+
 # stateless CPython modules a board may import as they are
 PASSTHROUGH = {
-    "json": json,
+    "json": _json(),
     "struct": struct,
     "binascii": binascii,
     "hashlib": hashlib,
@@ -273,9 +289,16 @@ class CpyCore:
             return getattr(self, "_mod_" + name)()
         if name in SHIM_MODULES:
             return self._exec_module(name, os.path.join(SHIMS, name + ".py"))
-        # firmware and libraries: the flash folder ('' then lib), as sys.path on a board
-        rel = name.replace(".", "/")
-        for base in (self.path(""), self.path("/lib")):
+        # firmware and libraries: along the board's sys.path ('' then lib, and what the firmware
+        # put first, e.g. an update's folder); a submodule only inside its package's folder
+        parent, _, rel = name.rpartition(".")
+        if parent:
+            bases = getattr(self.modules[parent], "__path__", [])[:1]
+        else:
+            sys_mod = self.modules.get("sys")
+            entries = sys_mod.path if sys_mod is not None else ["", "/lib"]
+            bases = [self.path(e) for e in entries if e != ".frozen"]
+        for base in bases:
             pkg = os.path.join(base, rel, "__init__.py")
             mod = os.path.join(base, rel + ".py")
             if os.path.exists(mod):

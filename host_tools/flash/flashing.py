@@ -12,6 +12,8 @@ from host_tools.flash.console import Console, Progress
 from host_tools.flash.info import check_runtime, device_name
 from host_tools.flash.link import LEGACY_DIRS, OWNED_DIRS, OWNED_UMQTT, BoardLink
 
+OTA_SWITCH = ("zb/active.json", "zb/new/ok.json")
+
 
 def board_config(config, board):
     """What goes into the board's config.json: comment keys dropped (RAM on the board), and the
@@ -142,8 +144,10 @@ def flash(
                 lambda n, base=base, p=p: progress.update("copy", (base + n) / total, p),
             )
             done += len(files[p])
-        # and what an interrupted earlier flash left: its half-written temporary files
-        link.remove(stale + [p + ".zbnew" for p in sorted(hashes)])
+        # and what an interrupted earlier flash left: its half-written temporary files; and
+        # the OTA loader's switch and pending switch (docs/ota.md): a version flashed over USB
+        # wins over one an update installed (the version folders stay, unused)
+        link.remove(stale + [p + ".zbnew" for p in sorted(hashes)] + list(OTA_SWITCH))
         link.rmdirs(LEGACY_DIRS)
         progress.update("verify")
         after = link.hashes(sorted(hashes))["hashes"]

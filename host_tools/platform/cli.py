@@ -151,6 +151,8 @@ def configure(parser, name):
             q.add_argument("client_id", metavar="CLIENT_ID")
         q.set_defaults(handler=device_action, action=action)
 
+    configure_ota(sub)
+
 
 def _registry(args, must_exist=True):
     from pathlib import Path
@@ -398,3 +400,107 @@ def device_action(args):
         _print_json({"productKey": pk, "deviceName": dn, "action": args.action})
     else:
         print(f"{args.action}: {dn} ({pk}) at {time.strftime('%H:%M:%S')}")
+
+
+# ---- OTA (platform/ota.py): packages, upgrade jobs, their status
+
+
+def configure_ota(sub):
+    p = sub.add_parser("ota", help="OTA update packages, upgrade jobs and their progress")
+    osub = p.add_subparsers(dest="ota_command", metavar="ACTION")
+    p.set_defaults(handler=lambda a: p.print_help() or 1)
+    q = osub.add_parser("add", help="upload a package (zeroburn ota build makes one)")
+    _state(q)
+    q.add_argument("package", metavar="FILE")
+    q.add_argument("--product", metavar="PK", required=True)
+    q.add_argument("--version", dest="pkg_version", required=True)
+    q.add_argument("--module", default="default")
+    q.add_argument("--sign-method", default="SHA256", choices=("SHA256", "MD5"))
+    q.add_argument("--ext", metavar="K=V", action="append", default=[], help="extData entry")
+    q.set_defaults(handler=ota_add)
+    q = osub.add_parser("list", help="packages and jobs")
+    _state(q)
+    q.add_argument("--product", metavar="PK")
+    q.set_defaults(handler=ota_list)
+    q = osub.add_parser("push", help="an upgrade job: one device, a list, or a whole product")
+    _state(q)
+    q.add_argument("package_id", metavar="PACKAGE_ID", type=int)
+    q.add_argument("--device", metavar="DN", action="append", help="repeat; none: every device")
+    q.add_argument("--rate", type=int, metavar="N", help="at most N pushes a minute")
+    q.add_argument("--fault", help="corrupt, wrong_sign, truncate, stall, expired, oversize")
+    q.add_argument("--fault-times", type=int, metavar="N", help="only the first N downloads")
+    q.set_defaults(handler=ota_push)
+    q = osub.add_parser("status", help="each device's state, last progress and version")
+    _state(q)
+    q.add_argument("--job", type=int)
+    q.add_argument("--product", metavar="PK")
+    q.set_defaults(handler=ota_status)
+
+
+def _ota_store(args):
+    from host_tools.platform.ota import OtaStore
+    from host_tools.platform.registry import DB_FILE
+
+    if not (Path(args.state) / DB_FILE).exists():
+        raise ZeroburnError(f"no platform state in {args.state}: add a product first")
+    return OtaStore(args.state)
+
+
+def ota_add(args):
+    st = _ota_store(args)
+    ext = dict(kv.split("=", 1) for kv in args.ext if "=" in kv)
+    try:
+        row = st.add_package(
+            args.package, args.product, args.pkg_version, args.module, args.sign_method, ext
+        )
+    except (KeyError, ValueError, OSError) as e:
+        raise ZeroburnError(str(e.args[0] if e.args else e))
+    finally:
+        st.close()
+    if args.json:
+        return _print_json(row)
+    print(f"package {row['id']}: {row['product_key']} {row['module']} {row['version']}")
+    print(f"  {row['size']} bytes, {row['sign_method']} {row['sign']}")
+
+
+def ota_list(args):
+    st = _ota_store(args)
+    pkgs, jobs = st.packages(args.product), st.jobs(args.product)
+    st.close()
+    if args.json:
+        return _print_json({"packages": pkgs, "jobs": jobs})
+    for r in pkgs:
+        print(
+            f"package {r['id']}  {r['product_key']}  {r['module']} {r['version']}  {r['size']} B"
+        )
+    for j in jobs:
+        rate = f"{j['rate_per_min']}/min" if j["rate_per_min"] else "all at once"
+        print(f"job {j['id']}  package {j['package_id']}  {rate}  fault {j['fault'] or '-'}")
+
+
+def ota_push(args):
+    st = _ota_store(args)
+    try:
+        job = st.push(args.package_id, args.device, args.rate, args.fault, args.fault_times)
+        n = len(st.status(job_id=job))
+    except (KeyError, ValueError) as e:
+        raise ZeroburnError(str(e.args[0]))
+    finally:
+        st.close()
+    if args.json:
+        return _print_json({"job": job, "devices": n})
+    print(f"job {job}: {n} device(s); `zeroburn platform ota status --job {job}` shows progress")
+
+
+def ota_status(args):
+    st = _ota_store(args)
+    rows = st.status(args.job, args.product)
+    st.close()
+    if args.json:
+        return _print_json(rows)
+    for r in rows:
+        step = "-" if r["step"] is None else r["step"]
+        print(
+            f"job {r['job_id']}  {r['device_name']}  {r['state']:<10} step {step:<4} "
+            f"runs {r['version'] or '?'} (target {r['target']})  {r['descr'] or ''}"
+        )

@@ -34,8 +34,10 @@ REGIONS = (
     "eu-central-1",
     "eu-west-1",
 )
+OTA_HOST = "iotx-ota.oss-cn-shanghai.aliyuncs.com"  # where OTA packages download from (ota.py)
 HOST_NAMES = (
     "localhost",
+    OTA_HOST,
     *(f"*.iot-as-mqtt.{r}.aliyuncs.com" for r in REGIONS),
     "*.mqtt.iothub.aliyuncs.com",
     *(f"iot-auth.{r}.aliyuncs.com" for r in REGIONS),  # HTTPS dynamic registration

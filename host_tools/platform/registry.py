@@ -155,6 +155,14 @@ EVENT_KINDS = (
     "throttle",
     "protocol_error",
     "forbidden",
+    # over-the-air updates (platform/ota.py)
+    "ota_inform",
+    "ota_get",
+    "ota_push",
+    "ota_progress",
+    "ota_download",
+    "ota_done",
+    "ota_bad",
 )
 
 

@@ -13,13 +13,22 @@ import struct
 import threading
 import time
 from asyncio import sslproto
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from host_tools.platform import auth, codec, https, registry, tls
+from host_tools.platform import auth, codec, https, ota, registry, tls
 from host_tools.platform.auth import AuthError
 from host_tools.platform.listener import OnePortListener
 from host_tools.platform.statelock import StateLock
 from host_tools.platform.writer import Writer
+
+if TYPE_CHECKING:
+    # asyncio's private selector socket transport (what _make_ssl_transport wraps, as asyncio's
+    # own does): CPython has it, typeshed does not declare it.
+    _SelectorSocketTransport: Callable[..., asyncio.Transport]
+else:
+    from asyncio.selector_events import _SelectorSocketTransport
 
 log = logging.getLogger("zeroburn.platform")
 
@@ -80,6 +89,7 @@ DEFAULT_SETTINGS = {
     "connection_backlog_bytes": 1024 * 1024,
     "backlog_bytes": 32 * 1024 * 1024,
     "raise_open_files": True,  # raise the soft open-file limit to the hard one at start
+    "ota": {},  # OTA service settings over ota.SETTINGS (URL lifetime, retries, stall bound)
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -111,8 +121,9 @@ class _Loop(asyncio.SelectorEventLoop):
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
     ):
-        from asyncio import constants, selector_events
+        from asyncio import constants
 
+        assert waiter is not None  # asyncio's callers (accept, create_connection) always pass one
         ssl_protocol = self.ssl_protocol(
             self,
             protocol,
@@ -120,12 +131,11 @@ class _Loop(asyncio.SelectorEventLoop):
             waiter,
             server_side,
             server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout or constants.SSL_HANDSHAKE_TIMEOUT,
+            # seconds, a float as asyncio documents it (typeshed's SSLProtocol says int)
+            ssl_handshake_timeout=ssl_handshake_timeout or constants.SSL_HANDSHAKE_TIMEOUT,  # pyright: ignore[reportArgumentType]
             ssl_shutdown_timeout=ssl_shutdown_timeout or constants.SSL_SHUTDOWN_TIMEOUT,
         )
-        selector_events._SelectorSocketTransport(
-            self, rawsock, ssl_protocol, extra=extra, server=server
-        )
+        _SelectorSocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
 
@@ -173,6 +183,8 @@ def _ms():
 class Session(asyncio.Protocol):
     """One client connection. States: new -> (auth) -> registration | device | observer."""
 
+    transport: asyncio.Transport | None  # set by connection_made, a stream (TCP or TLS) transport
+
     def __init__(self, plat, tls):
         self.plat = plat
         self.tls = tls
@@ -206,7 +218,7 @@ class Session(asyncio.Protocol):
     # ---- asyncio callbacks
 
     def connection_made(self, transport):
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
         self.deadline = self.plat.now() + self.plat.settings["connect_timeout_s"]
         self.plat.conns.add(self)
@@ -254,6 +266,7 @@ class Session(asyncio.Protocol):
             self.outbuf.append(data)
             self.flush_out()
         else:
+            assert self.transport is not None
             self.transport.write(data)
 
     def send_soon(self, data):
@@ -293,12 +306,14 @@ class Session(asyncio.Protocol):
             return
         self.paused = True
         self.plat.paused.add(self)
+        assert self.transport is not None
         self.transport.pause_reading()
 
     def resume(self):
         self.paused = False
         self.plat.paused.discard(self)
         if not self.closed:
+            assert self.transport is not None
             self.transport.resume_reading()
 
     def over_limit(self, p):
@@ -338,8 +353,10 @@ class Session(asyncio.Protocol):
         out, self.outbuf = self.outbuf, []
         if not out or self.closed:
             return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self.transport.get_write_buffer_size() > self.plat.settings["slow_consumer_bytes"]:
+        transport = self.transport
+        assert transport is not None
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if transport.get_write_buffer_size() > self.plat.settings["slow_consumer_bytes"]:
             self.close("slow_consumer", abort=True)
 
     def close(self, cause, abort=False):
@@ -351,6 +368,7 @@ class Session(asyncio.Protocol):
                 return
         self.close_cause = self.close_cause or cause
         self.finish(cause)
+        assert self.transport is not None
         if abort:
             self.transport.abort()
         else:
@@ -424,6 +442,7 @@ class Session(asyncio.Protocol):
         if t == codec.SUBSCRIBE:
             return self.on_subscribe(p)
         if t == codec.UNSUBSCRIBE:
+            assert p.items is not None  # the decoder refuses an UNSUBSCRIBE without topics
             for f in p.items:
                 self.plat.unsubscribe(self, f)
             return self.send(codec.encode_unsuback(p.packet_id))
@@ -743,8 +762,8 @@ class Platform:
         self.registry = registry.Registry(self.state_dir)
         self._lock = StateLock(self.state_dir)
         self.pid = os.getpid()
-        self.loop = None
-        self._thread = None
+        self.loop: _Loop | None = None  # set by start(), runs in self._thread
+        self._thread: threading.Thread | None = None
         self._servers = []
         self.conns = set()
         self.online = {}
@@ -768,6 +787,7 @@ class Platform:
         self.all_paused = False  # the whole server is over its backlog bound
         self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
         self.open_files = None  # (soft limit, hard limit) after start
+        self.ota = ota.OtaService(self, **self.settings["ota"])
 
     # ---- lifecycle
 
@@ -796,29 +816,29 @@ class Platform:
         self.open_files = raise_open_files() if self.settings["raise_open_files"] else None
         ready = threading.Event()
         failure = []
-        self.loop = _Loop(self.settings["ssl_read_buffer"])
+        loop = self.loop = _Loop(self.settings["ssl_read_buffer"])
 
         def run():
-            asyncio.set_event_loop(self.loop)
+            asyncio.set_event_loop(loop)
             try:
-                self.loop.run_until_complete(self._startup())
+                loop.run_until_complete(self._startup())
             except BaseException as e:
                 failure.append(e)
                 ready.set()
-                self.loop.close()
+                loop.close()
                 return
             ready.set()
             try:
-                self.loop.run_forever()
+                loop.run_forever()
             finally:
-                self.loop.close()
+                loop.close()
 
-        self._thread = threading.Thread(target=run, name="platform", daemon=True)
-        self._thread.start()
+        thread = self._thread = threading.Thread(target=run, name="platform", daemon=True)
+        thread.start()
         if not ready.wait(timeout):
             raise RuntimeError("platform did not start in time")
         if failure:
-            self._thread.join()
+            thread.join()
             self._thread = None
             raise failure[0]
         return self
@@ -826,12 +846,14 @@ class Platform:
     def stop(self, timeout=30.0):
         if not self.running:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        loop, thread = self.loop, self._thread
+        assert loop is not None and thread is not None  # running: start() set both
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
         try:
             fut.result(timeout)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
             self._thread = None
             self._lock.release()
 
@@ -840,13 +862,15 @@ class Platform:
         self.registry.close()
 
     async def _startup(self):
-        self.loop.set_exception_handler(_quiet_exceptions)
+        loop = self.loop
+        assert loop is not None
+        loop.set_exception_handler(_quiet_exceptions)
         self.rconn = registry.connect(self.state_dir)
         self.rconn.execute("DELETE FROM sessions")  # nobody is online after a (re)start
         self.generation = registry.generation(self.rconn)
         self.writer = Writer(
             self.state_dir,
-            self.loop,
+            loop,
             self.settings["batch_window_s"],
             self.settings["synchronous"],
         )
@@ -860,7 +884,8 @@ class Platform:
             self.writer.stop()
             self.rconn.close()
             raise
-        self._ticker = self.loop.create_task(self._tick())
+        self.ota.start()
+        self._ticker = loop.create_task(self._tick())
         log.info(
             "platform: listening mqtt (TLS or TCP) %s, mqtts %s, https %s",
             self.mqtt_port,
@@ -873,6 +898,7 @@ class Platform:
         public and Enterprise instances, and HTTPS registration; every TLS handshake must end
         within connect_timeout_s."""
         loop, ctx, timeout = self.loop, self.ssl_context, self.settings["connect_timeout_s"]
+        assert loop is not None
         self._servers = []
         legacy = OnePortListener(
             loop, self.bind, self.mqtt_port, lambda t: Session(self, t), ctx, timeout
@@ -915,6 +941,7 @@ class Platform:
 
     async def _shutdown(self):
         self._ticker.cancel()
+        self.ota.stop()
         if self._gc_frozen_at:
             gc.unfreeze()
             self._gc_frozen_at = 0
@@ -922,6 +949,7 @@ class Platform:
         await asyncio.sleep(0)
         self._flush_dirty()
         self.writer.handoff()
+        assert self.loop is not None
         await self.loop.run_in_executor(None, self.writer.stop)
         self.rconn.close()
 
@@ -940,6 +968,10 @@ class Platform:
                         c.close("connect_timeout", abort=True)
                     elif c.state in ("device", "observer") and c.keepalive:
                         c.close("keepalive_timeout", abort=True)
+            try:
+                self.ota.tick()
+            except Exception:  # neither may a failing OTA query
+                log.exception("platform: OTA tick failed")
             try:
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
@@ -962,6 +994,7 @@ class Platform:
                 s.close("operator", abort=True)
 
     def now(self):
+        assert self.loop is not None  # called on the loop: start() set it
         return self.loop.time()
 
     def files_left(self):
@@ -1000,6 +1033,7 @@ class Platform:
         self.dirty.append(s)
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            assert self.loop is not None
             self.loop.call_soon(self._flush_dirty)
 
     def _flush_dirty(self):
@@ -1111,6 +1145,8 @@ class Platform:
 
     def services(self, s, topic, payload):
         pk, dn = s.pk, s.dn
+        if topic[:5] == "/ota/" or topic.endswith("/ota/firmware/get"):
+            return self.ota.on_message(s, topic, payload)
         st = s.service_topics
         if st is None:
             st = (f"/ext/ntp/{pk}/{dn}/request", f"/sys/{pk}/{dn}/thing/event/property/post")
@@ -1161,6 +1197,7 @@ class Platform:
         async def run():
             return fn(*args)
 
+        assert self.loop is not None  # running
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def add_product(self, *a, **kw):
@@ -1212,10 +1249,12 @@ class Platform:
 
     def stop_listening(self, drop_connections=True):
         """Close both listeners (and by default every connection); the state stays."""
+        assert self.loop is not None, "platform was never started"
         asyncio.run_coroutine_threadsafe(self._unlisten(drop_connections), self.loop).result(10)
 
     def start_listening(self):
         """Listen again on the same ports."""
+        assert self.loop is not None, "platform was never started"
         asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
 
     def connections(self):

@@ -4,6 +4,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 from host_tools.platform import auth, registry
 
@@ -139,7 +140,8 @@ class Writer:
     def __init__(self, state_dir, loop, window_s=0.002, synchronous="NORMAL"):
         self.loop = loop
         self._staged = []  # this loop turn's items (loop thread only)
-        self.after_batch = None  # called on the loop after each batch's callbacks
+        # called on the loop after each batch's callbacks (Platform sets it)
+        self.after_batch: Callable[[], None] | None = None
         self._core = _Committer(state_dir, window_s, synchronous)
         self._thread = threading.Thread(
             target=self._core.run, args=(self._answer,), name="platform-writer", daemon=True

@@ -20,6 +20,8 @@ def stage_mpy(out):
         rel = f"zeroburn/{src.name}"
         (out / "zeroburn").mkdir(parents=True, exist_ok=True)
         (out / rel[:-3]).with_suffix(".mpy").write_bytes(compile_mpy(src, rel))
+    if (FIRMWARE / "otaboot.py").exists():  # the OTA loader sits beside the package
+        (out / "otaboot.mpy").write_bytes(compile_mpy(FIRMWARE / "otaboot.py", "otaboot.py"))
     (out / "umqtt").mkdir(exist_ok=True)
     (out / "umqtt" / "simple.mpy").write_bytes(compile_mpy(UMQTT_SIMPLE, "umqtt/simple.py"))
     # the harness too: compiling it in the VM would cost heap

@@ -100,8 +100,14 @@ def test_flash_info_reflash_and_wipe(served, platform, tmp_path):
     legacy = flash / "zeroburn" / "app.py"
     legacy.parent.mkdir()
     legacy.write_text("raise ImportError('the old layout')\n")
+    # and a version an update over the air installed: the flashed version wins over it
+    ota = flash / "zb" / "0.9.0" / "zeroburn" / "app.py"
+    ota.parent.mkdir(parents=True)
+    ota.write_text("raise ImportError('the OTA version')\n")
+    (flash / "zb" / "active.json").write_text('{"v": "0.9.0", "b": ""}')
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "interval_s": 7}))
     wiped, p = flash_json(link, cfg, plat.ca_path, "--wipe-credentials")
+    assert not (flash / "zb" / "active.json").exists()
     assert wiped["copied"] == ["config.json"]
     assert wiped["removed"] == ["lib/zeroburn/old_module.py", "zeroburn/app.py"]
     assert not stale.exists() and not legacy.parent.exists()  # no empty namespace folder

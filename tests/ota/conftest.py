@@ -1,0 +1,114 @@
+# Fixtures for the OTA tests: the platform with its OTA service, virtual boards running the real
+# firmware, and packages made by `zeroburn ota build`'s code from the firmware build.
+import contextlib
+import hashlib
+import itertools
+import json
+import time
+
+import pytest
+
+from host_tools.build import otapkg
+from host_tools.build.config_cmd import platform_config
+from host_tools.emulator.board import VirtualBoard
+from host_tools.platform.ota import OtaStore
+from host_tools.platform.testing import running_platform
+
+RUNTIMES = ["micropython", "cpython"]
+_macs = itertools.count(0x20)
+
+
+@pytest.fixture
+def ota_settings():
+    return {}
+
+
+@pytest.fixture
+def plat(tmp_path, ota_settings):
+    with running_platform(tmp_path / "platform", linger_s=1.0, ota=ota_settings) as p:
+        p.product_key, p.product_secret = p.registry.add_product()
+        p.store = OtaStore(p.state_dir)
+        yield p
+        p.store.close()
+
+
+@pytest.fixture
+def make_board(tmp_path, plat):
+    """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash."""
+    boards = []
+
+    def make(runtime, start=True, mac=None, **overrides):
+        mac = mac or "24:0a:c4:00:01:%02x" % next(_macs)
+        overrides.setdefault("interval_s", 2)
+        config = platform_config(
+            plat.state_dir, plat.product_key, port=plat.mqtts_port, **overrides
+        )
+        board = VirtualBoard(
+            tmp_path / ("flash-" + mac.replace(":", "")), mac=mac, runtime=runtime
+        )
+        board.install(config=config, ca_pem=plat.ca_path)
+        boards.append(board)
+        if start:
+            board.start()
+        return board
+
+    yield make
+    for board in boards:
+        with contextlib.suppress(Exception):
+            board.stop()
+
+
+def package(runtime, version="0.2.0", change=None):
+    """Package bytes of the firmware build for a runtime; change(files) may edit the files."""
+    files = otapkg.package_files(runtime=runtime)
+    if change:
+        change(files)
+    return otapkg.make(files, version)
+
+
+def upload(plat, data, version="0.2.0", **ext):
+    return plat.store.add_package(data, plat.product_key, version, ext_data=ext)["id"]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def task(plat, dn):
+    rows = [r for r in plat.store.status() if r["device_name"] == dn]
+    return rows[-1] if rows else None
+
+
+def progress(plat, dn):
+    """The progress steps the device reported, in order."""
+    plat.flush()
+    return [int(e["cause"]) for e in plat.registry.events(device_name=dn, kind="ota_progress")]
+
+
+def informed(plat, dn):
+    plat.flush()
+    return [e["cause"] for e in plat.registry.events(device_name=dn, kind="ota_inform")]
+
+
+def flash_digest(board, names=("config.json", "ca.pem", "boot.py", "main.py")):
+    """SHA-256 of the board's own files and its credential record (NVS or creds.bin)."""
+    out = {}
+    for n in names:
+        out[n] = hashlib.sha256((board.flash / n).read_bytes()).hexdigest()
+    for p in sorted(board.flash.glob(".nvs/**/*")) + sorted(board.flash.glob("creds.bin")):
+        if p.is_file():
+            out[str(p.relative_to(board.flash))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def switch(board):
+    try:
+        return json.loads((board.flash / "zb" / "active.json").read_text())
+    except (OSError, ValueError):
+        return {}
