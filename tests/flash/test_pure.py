@@ -378,7 +378,7 @@ def test_console_follower():
     assert c.done and "check product_key/product_secret" in c.failure
     c = console.Console()
     c.feed("[cfg] E: /ca.pem: ValueError('ca.pem holds no PEM certificate',); not starting")
-    assert c.failure.startswith("cfg: ca.pem")
+    assert c.failure.startswith("cfg: /ca.pem")
     c = console.Console()
     for line in ["Traceback (most recent call last):", '  File "main.py", line 4, in <module>',
                  "ImportError: no module named 'zeroburn'"]:  # fmt: skip

@@ -77,7 +77,7 @@ def test_board_run_stops_when_the_firmware_stops(tmp_path, platform):
                  "--mac", MAC, timeout=120)  # fmt: skip
     assert p.returncode == 1, p.stdout + p.stderr
     assert "[cfg] E: /ca.pem" in p.stdout and "not starting" in p.stdout
-    assert re.search(r"board 24:0a:c4:00:bb:01: cfg: ca\.pem: .*not starting", p.stderr)
+    assert re.search(r"board 24:0a:c4:00:bb:01: cfg: /ca\.pem: .*not starting", p.stderr)
     # an application whose main.py simply returns: the run ends and says so
     app = tmp_path / "app"
     app.mkdir()
