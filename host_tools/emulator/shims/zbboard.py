@@ -1,6 +1,7 @@
 # The virtual board's context for the shims under the MicroPython VM: taken from the environment
 # the board runner sets (one VM process per board). The CPython runtime supplies its own zbboard.
 import os
+import select
 
 import utime
 
@@ -13,6 +14,14 @@ MAC = bytes(int(x, 16) for x in _MAC.split(":"))
 NVS_DIR = "/.nvs"  # beside the files, hidden from listings: the NVS partition
 _fd = os.getenv("ZB_EVENT_FD")
 _events = open(HOST + "/dev/fd/" + _fd, "wb") if _fd else None
+# The host's end of the command pipe: it closes when the host process goes (a test killed by
+# its timeout, a crashed tool, Ctrl-C twice), and every sleep watches for that, so a board
+# never runs on as an orphan (its VM is in a session of its own: no signal reaches it).
+_cmd_fd = os.getenv("ZB_CMD_FD")
+_host = select.poll()  # made also where board.vm_shims measures the shims' heap
+if _cmd_fd:
+    _host.register(int(_cmd_fd), select.POLLHUP)
+_gone = []
 
 
 def ctl(name, default=None):
@@ -53,7 +62,7 @@ def checkpoint(point=None):
     if point is not None and ctl("cut_at") == point:
         event("cut " + point)
         while True:
-            utime.sleep_ms(1000)
+            sleep_ms(1000)
 
 
 ticks_ms = utime.ticks_ms
@@ -65,7 +74,13 @@ def host_time():
 
 
 def sleep_ms(ms):
-    utime.sleep_ms(ms)
+    """utime.sleep_ms, powering the board off once the host is gone: SystemExit, raised again
+    at every later sleep should a firmware's handler swallow it."""
+    if not _cmd_fd:
+        return utime.sleep_ms(ms)
+    if _gone or _host.poll(ms):  # only POLLHUP (or POLLERR) wakes it early
+        _gone.append(1)
+        raise SystemExit(0)
 
 
 def proxy_port(port):
