@@ -82,8 +82,8 @@ def online(a, c):
         items = a.buf.items
         while items:  # oldest first, each acknowledged (QoS 1) before it is dropped
             item = items[0]
-            if item[0] > a.buf.meta.get("t", 0):
-                return 0  # the id reservation is used up: the next run() stores the next (ids())
+            if item[0] + 100 > a.buf.meta.get("t", 0):
+                ids(a)  # the id reservation is nearly used up: the next block, in this session
             t.deadline(a.io_ms)
             # a sample to user/update; an event or message to its suffix under /sys/pk/dn/
             # (thing/...) or /pk/dn/ (custom topics)
@@ -158,9 +158,9 @@ def on_msg(a, topic, msg, c):
 def ids(a):
     """Message ids that stay unique across cold boots: before ids above the flash reservation
     go out, the next block of _IDS_BLOCK is reserved in flash (a cold boot starts above it; the
-    reservation is read back in start.prepare). Runs before the login (no TLS up yet), when
-    fewer than 100 ids are left or none was reserved. In this module: a module of its own
-    would cost two qstrs for good (its name and path)."""
+    reservation is read back in start.prepare). Runs before the login when fewer than 100 ids
+    are left or none was reserved, and in a session before an id that close goes out. In this
+    module: a module of its own would cost two qstrs for good (its name and path)."""
     m = a.buf.meta
     top = a.buf.seq + _IDS_BLOCK
     try:

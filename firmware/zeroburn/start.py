@@ -79,7 +79,8 @@ def prepare(a):
     a.t_get = (base + "user/get").encode()
     a.t_ntp = "/ext/ntp" + base
     a.nvs = hw.nvs()
-    # the queue RTC memory kept; after a cold boot ids go on above the last reservation (session.ids)
+    # the queue RTC memory kept; after a cold boot ids go on above the last reservation
+    # (session.ids)
     warm = restore(a.buf, hw.rtc_read())
     if warm:
         log("tel", "%d samples restored from RTC memory" % len(a.buf.items))

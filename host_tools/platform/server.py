@@ -795,7 +795,8 @@ class Platform:
         self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
         self.open_files = None  # (soft limit, hard limit) after start
         self.ota = ota.OtaService(self, **self.settings["ota"])
-        self.downlink = None  # downlink.Downlink: operator commands to devices (started with us)
+        # operator commands to devices: made at start(), with the registry connection it reads
+        self.downlink: downlink.Downlink | None = None
 
     # ---- lifecycle
 
@@ -982,6 +983,7 @@ class Platform:
             except Exception:  # neither may a failing OTA query
                 log.exception("platform: OTA tick failed")
             try:
+                assert self.downlink is not None  # start() made it before the ticker
                 self.downlink.poll()
             except Exception:  # nor a failing downlink poll
                 log.exception("platform: downlink poll failed")
@@ -1154,7 +1156,9 @@ class Platform:
         self.writer.message_owned(row, s, packet_id if qos else None, n)
         if self.subs or self.wild:
             self.route(topic, payload, qos)
-        if s.pk and topic.startswith("/") and not self.downlink.inbound(s, topic, payload):
+        dl = self.downlink
+        assert dl is not None  # devices connect only after start()
+        if s.pk and topic.startswith("/") and not dl.inbound(s, topic, payload):
             self.services(s, topic, payload)
 
     def services(self, s, topic, payload):
@@ -1249,7 +1253,9 @@ class Platform:
 
     def mute_replies(self, device_name, on=True):
         """Fault: drop this device's answers to commands, as if it never answered."""
-        self._call((self.downlink.silent.add if on else self.downlink.silent.discard), device_name)
+        dl = self.downlink
+        assert dl is not None, "start() the platform first"
+        self._call((dl.silent.add if on else dl.silent.discard), device_name)
 
     def delay_registration_reply(self, seconds):
         """Push the /ext/regnwl result this many seconds after CONNACK (0: at once)."""
