@@ -37,7 +37,7 @@ class App:
 
     ota: "list | None"  # OTA state, mixed values (otainit); a class annotation costs no heap
 
-    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None):
+    def __init__(self, cfg, hw, clock, opener=None, sensors=None, downlink=None, thing=None):
         """cfg: config.settings(); hw: hw.Hardware or a fake; opener() -> net.Transport
         (default: verified TLS to the configured endpoint)."""
         self.cfg = cfg
@@ -46,6 +46,7 @@ class App:
         self.clock = clock
         self.sensors = sensors
         self.on_downlink = downlink
+        self.thing = thing  # (properties, services, rrpc) for thing.py, or None
         self.opener = opener or self.open_tls
         self.ctx = None  # start.prepare() builds it, with the radio on
         self.io_ms = _IO_MS  # instance attributes, so tests can shorten them
@@ -96,6 +97,8 @@ class App:
             hw.temperature(),
             extra,
         )
+        if self.rec:  # RTC memory now: a reset any time later keeps the sample (before the
+            telemetry.save(self)  # board has a token, the registration's TLS needs the heap)
 
     def net_delay(self):
         self.net_fails += 1
@@ -162,9 +165,7 @@ class App:
         log("app", "%s: resetting" % e)
         gc.collect()
         try:
-            from zeroburn import duty
-
-            self.hw.rtc_write(duty.dump(self.buf))
+            self.hw.rtc_write(self.buf.dump())
         except MemoryError:
             pass
         self.hw.reset()
@@ -199,6 +200,7 @@ class App:
                 "session",
                 cfg.mode == "duty_cycle" and "duty",
                 cfg.alink and "alink",
+                self.thing and "thing",
             )
         for name in names:
             if name:
@@ -217,8 +219,10 @@ class App:
                 self.clock.sleep_ms(delay, self.feed)
 
 
-def main(sensors=None, downlink=None):
-    """Entry point from main.py: safe mode and config (start.boot), then run on the board."""
+def main(sensors=None, downlink=None, properties=None, services=None, rrpc=None, setup=None):
+    """Entry point from main.py: safe mode and config (start.boot), then run on the board.
+    properties {id: (getter, setter or None)}, services {id: fn(params) -> dict}, rrpc
+    fn(payload, topic) -> bytes answer the cloud (thing.py); setup(app) runs once before."""
     from zeroburn import start
 
     got = start.boot()
@@ -228,7 +232,10 @@ def main(sensors=None, downlink=None):
         return
     cfg, hw = got
     del got
-    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink)
+    t = (properties or {}, services or {}, rrpc) if properties or services or rrpc else None
+    a = App(cfg, hw, Clock(), sensors=sensors, downlink=downlink, thing=t)
+    if setup:
+        setup(a)
     try:
         a.run()
     except (OSError, ValueError) as e:  # before the watchdog starts: a missing or bad ca.pem

@@ -30,6 +30,7 @@ alink b false
 wdt_s i 60 20 3600
 connect_s i 15 5 120
 buffer_max i 32 1 500
+journal_s i 0 0 86400
 max_connwl_refusals i 3 1 20
 reg_backoff_s i 300 1 86400
 safe_mode_pin i - 0 48"""
@@ -85,6 +86,7 @@ class Settings:
     alink: bool
     wdt_s: int
     connect_s: int
+    journal_s: int
     buffer_max: int
     max_connwl_refusals: int
     reg_backoff_s: int

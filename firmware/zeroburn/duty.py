@@ -1,6 +1,4 @@
 # Duty-cycle mode (battery devices), loaded only in that mode: one wake, then deep sleep.
-import json
-
 from zeroburn import log
 
 RTC_BYTES = 2048  # ESP32 RTC user memory
@@ -16,7 +14,7 @@ def wake(a):
     delay = a.step()
     if not delay and a.buf.items:
         delay = a.step()  # just registered: now log in and send
-    a.hw.rtc_write(dump(a.buf))
+    a.hw.rtc_write(dump(a.buf))  # telemetry.save() did already; kept for what step() changed
     sleep = max(a.cfg.interval_s * 1000, delay)
     log("app", "deep sleep %d s" % (sleep // 1000))
     a.hw.deepsleep(sleep)
@@ -24,13 +22,5 @@ def wake(a):
 
 def dump(buf):
     """telemetry.Buffer buf as bytes for RTC memory (start.restore() takes them back), dropping
-    and counting the oldest samples that do not fit."""
-    while True:
-        q = []
-        for n, p in buf.items:
-            q.append((n, p.decode()))
-        blob = json.dumps({"q": q, "n": buf.seq, "d": buf.dropped, "m": buf.meta}).encode()
-        if len(blob) <= RTC_BYTES or not buf.items:
-            return blob
-        buf.items.pop(0)
-        buf.dropped += 1
+    and counting the oldest samples that do not fit (the outbox's format)."""
+    return buf.dump()

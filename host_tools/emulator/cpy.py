@@ -354,7 +354,7 @@ class CpyCore:
 
         def set_ctl(name, value):
             tmp = os.path.join(board.ctl, "." + name + ".tmp")
-            with open(tmp, "wb" if isinstance(value, bytes) else "w") as f:
+            with open(tmp, "w" if isinstance(value, str) else "wb") as f:
                 f.write(value)
             os.replace(tmp, os.path.join(board.ctl, name))
 

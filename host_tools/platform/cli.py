@@ -84,6 +84,15 @@ def configure(parser, name):
         help="topic + payload bytes a device may publish per second (default: 1 MiB; 0 = off)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+    p.add_argument(
+        "--rrpc-timeout", type=float, default=8.0, help="RRPC / sync call timeout, s (%(default)s)"
+    )
+    p.add_argument(
+        "--reply-timeout", type=float, default=8.0, help="property set / async call wait, s"
+    )
+    p.add_argument(
+        "--mute", metavar="DN", action="append", default=[], help="fault: drop DN's answers"
+    )
     p.set_defaults(handler=serve)
 
     p = sub.add_parser("product", help="add, list or change products")
@@ -126,6 +135,8 @@ def configure(parser, name):
     p.add_argument("--kind", choices=EVENT_KINDS, help="only events of this kind")
     p.add_argument("--limit", type=int, default=100, help="newest N (default %(default)s, 0: all)")
     p.set_defaults(handler=events)
+
+    _downlink_commands(sub)
 
     p = sub.add_parser("device", help="operator actions on one device")
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
@@ -206,6 +217,8 @@ def serve(args):
             )
             if v is not None
         },
+        rrpc_timeout_s=args.rrpc_timeout,
+        reply_timeout_s=args.reply_timeout,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -228,6 +241,8 @@ def serve(args):
     except ZeroburnError:
         plat.registry.close()
         raise
+    for dn in args.mute:
+        plat.mute_replies(dn)
     ports = {"mqtt": plat.mqtt_port, "mqtts": plat.mqtts_port, "https": plat.https_port}
     ports_file.write_text(json.dumps(ports) + "\n")
     ready = json.dumps(
@@ -313,8 +328,12 @@ def product_set(args):
 
 
 def devices(args):
+    from host_tools.platform import downlink
+
     reg = _registry(args)
     rows = reg.devices(args.product)
+    for d in rows:
+        d["properties"] = downlink.properties(reg, d["product_key"], d["device_name"])
     reg.close()
     if args.json:
         return _print_json(rows)
@@ -333,6 +352,8 @@ def devices(args):
         )
         for c in d["client_ids"]:
             print(f"    {c['client_id']}  {c['state']}  {_when(c['created'])}")
+        for k, v in sorted(d["properties"].items()):
+            print(f"    {k} = {json.dumps(v['value'])}  (reported {_when(v['time'])})")
 
 
 def messages(args):
@@ -504,3 +525,115 @@ def ota_status(args):
             f"job {r['job_id']}  {r['device_name']}  {r['state']:<10} step {step:<4} "
             f"runs {r['version'] or '?'} (target {r['target']})  {r['descr'] or ''}"
         )
+
+
+# ---- commands to devices (Aliyun's SetDeviceProperty, InvokeThingService, RRpc)
+
+
+def _downlink_commands(sub):
+    def common(q, what):
+        _state(q)
+        q.add_argument("device_name", metavar="DN")
+        q.add_argument("--product", metavar="PK", help="needed when the name is in several")
+        q.add_argument(
+            "--timeout", type=float, help=f"seconds to wait for {what} (default: the server's)"
+        )
+
+    p = sub.add_parser("property", help="set a device's properties (thing model)")
+    psub = p.add_subparsers(dest="property_command", metavar="ACTION")
+    p.set_defaults(handler=lambda a: p.print_help() or 1)
+    q = psub.add_parser("set", help="thing.service.property.set; waits for the set_reply")
+    common(q, "the set_reply")
+    q.add_argument("params", metavar="JSON", help="e.g. '{\"LightSwitch\": 1}'")
+    q.set_defaults(handler=downlink_command, kind="property_set")
+
+    p = sub.add_parser("service", help="call a device's service (thing model)")
+    ssub = p.add_subparsers(dest="service_command", metavar="ACTION")
+    p.set_defaults(handler=lambda a: p.print_help() or 1)
+    q = ssub.add_parser("invoke", help="thing.service.<ID>; waits for the answer")
+    common(q, "the answer")
+    q.add_argument("identifier", metavar="ID")
+    q.add_argument("params", metavar="JSON", nargs="?", default="{}")
+    q.add_argument("--sync", action="store_true", help="synchronous call, over RRPC")
+    q.set_defaults(handler=downlink_command, kind="service")
+
+    q = sub.add_parser("rrpc", help="send an RRPC request and print the device's response")
+    common(q, "the response")
+    q.add_argument("payload", metavar="PAYLOAD")
+    q.add_argument("--topic", help="custom-topic RRPC on /ext/rrpc/<id>/<pk>/<dn>/TOPIC")
+    q.set_defaults(handler=downlink_command, kind="rrpc")
+
+
+def downlink_command(args):
+    from host_tools.platform import downlink
+
+    kind = args.kind
+    params = None
+    if kind in ("property_set", "service"):
+        try:
+            params = json.loads(args.params)
+        except ValueError as e:
+            raise ZeroburnError(f"params must be a JSON object: {e}")
+        if not isinstance(params, dict):
+            raise ZeroburnError("params must be a JSON object, e.g. '{\"LightSwitch\": 1}'")
+    if kind == "service" and args.sync:
+        kind = "service_sync"
+    reg = _registry(args)
+    try:
+        pk, dn = reg.find_device(args.device_name, args.product)
+        cid = downlink.submit(
+            reg,
+            pk,
+            dn,
+            kind,
+            args.timeout or 0,  # 0: the server's setting (--rrpc-timeout, --reply-timeout)
+            identifier=getattr(args, "identifier", None),
+            params=params,
+            payload=args.payload.encode() if kind == "rrpc" else None,
+            topic=getattr(args, "topic", None),
+        )
+        # the server ends the command at its timeout; this bound only covers a server gone away
+        row = downlink.wait(reg, cid, args.timeout or 60.0)
+    except (KeyError, ValueError) as e:
+        raise ZeroburnError(e.args[0])
+    finally:
+        reg.close()
+    return _print_command(args, row)
+
+
+def _print_command(args, row):
+    reply = row["reply"]
+    text = bytes(reply).decode("utf-8", "replace") if reply is not None else None
+    out = {
+        "id": row["id"],
+        "device": row["device_name"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "topic": row["topic"],
+        "reply": text,
+    }
+    if row["reply_time"] is not None:
+        out["seconds"] = round(row["reply_time"] - row["time"], 3)
+    if row["kind"] != "rrpc" and text is not None:
+        try:
+            out["reply"] = json.loads(text)
+        except ValueError:
+            pass
+    # Aliyun's RRpc answer: SUCCESS, TIMEOUT, OFFLINE (UNKNOW otherwise)
+    out["rrpcCode"] = {"answered": "SUCCESS", "timeout": "TIMEOUT", "offline": "OFFLINE"}.get(
+        row["state"], "UNKNOW"
+    )
+    if args.json:
+        _print_json(out)
+    elif row["state"] == "answered":
+        print(text)
+    if row["state"] == "answered":
+        return 0
+    why = {
+        "timeout": "no answer in time",
+        "offline": "the device is not online",
+        "expired": "no running `zeroburn platform serve` took the command",
+    }.get(row["state"], row["state"])
+    if args.json:
+        return 1
+    raise ZeroburnError(f"{row['kind']} to {row['device_name']}: {why} ({out['rrpcCode']})")

@@ -163,6 +163,13 @@ EVENT_KINDS = (
     "ota_download",
     "ota_done",
     "ota_bad",
+    # operator commands to devices (platform/downlink.py) and what came of them
+    "property_set",
+    "service",
+    "service_sync",
+    "rrpc",
+    "downlink_reply",
+    "downlink_timeout",
 )
 
 

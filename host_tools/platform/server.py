@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from host_tools.platform import auth, codec, https, ota, registry, tls
+from host_tools.platform import auth, codec, downlink, https, ota, registry, tls
 from host_tools.platform.auth import AuthError
 from host_tools.platform.listener import OnePortListener
 from host_tools.platform.statelock import StateLock
@@ -90,6 +90,8 @@ DEFAULT_SETTINGS = {
     "backlog_bytes": 32 * 1024 * 1024,
     "raise_open_files": True,  # raise the soft open-file limit to the hard one at start
     "ota": {},  # OTA service settings over ota.SETTINGS (URL lifetime, retries, stall bound)
+    "rrpc_timeout_s": 8.0,  # RRPC and synchronous service calls (the console's 8 s, [UNK] exact)
+    "reply_timeout_s": 8.0,  # how long a property set / async service call waits for its _reply
 }
 
 DEFAULT_CUSTOM = {"user/update": "pub", "user/update/error": "pub", "user/get": "sub"}
@@ -141,6 +143,11 @@ class _Loop(asyncio.SelectorEventLoop):
 
 def can_publish(pk, dn, topic, custom):
     """Aliyun's default topic classes of a device (PROTOCOL.md section 4)."""
+    if topic.startswith("/ext/rrpc/"):  # an RRPC answer on /ext/rrpc/<id>/<a topic of its own>
+        inner = "/" + topic.split("/", 4)[-1]
+        return inner.count("/") > 1 and (
+            can_publish(pk, dn, inner, custom) or can_subscribe(pk, dn, inner, custom)
+        )
     if topic.startswith(f"/sys/{pk}/{dn}/"):
         return True
     if topic == f"/ext/ntp/{pk}/{dn}/request":
@@ -788,6 +795,8 @@ class Platform:
         self.pauses = self.throttled = self.peak_backlog = 0  # counters (stats())
         self.open_files = None  # (soft limit, hard limit) after start
         self.ota = ota.OtaService(self, **self.settings["ota"])
+        # operator commands to devices: made at start(), with the registry connection it reads
+        self.downlink: downlink.Downlink | None = None
 
     # ---- lifecycle
 
@@ -868,6 +877,7 @@ class Platform:
         self.rconn = registry.connect(self.state_dir)
         self.rconn.execute("DELETE FROM sessions")  # nobody is online after a (re)start
         self.generation = registry.generation(self.rconn)
+        self.downlink = downlink.Downlink(self)
         self.writer = Writer(
             self.state_dir,
             loop,
@@ -973,8 +983,14 @@ class Platform:
             except Exception:  # neither may a failing OTA query
                 log.exception("platform: OTA tick failed")
             try:
+                assert self.downlink is not None  # start() made it before the ticker
+                self.downlink.poll()
+            except Exception:  # nor a failing downlink poll
+                log.exception("platform: downlink poll failed")
+            try:
                 gen = registry.generation(self.rconn)
             except Exception:  # a locked database must not stop the ticker
+                log.debug("platform: ticker", exc_info=True)
                 continue
             if gen != self.generation:
                 self.generation = gen
@@ -1140,7 +1156,9 @@ class Platform:
         self.writer.message_owned(row, s, packet_id if qos else None, n)
         if self.subs or self.wild:
             self.route(topic, payload, qos)
-        if s.pk and topic.startswith("/"):
+        dl = self.downlink
+        assert dl is not None  # devices connect only after start()
+        if s.pk and topic.startswith("/") and not dl.inbound(s, topic, payload):
             self.services(s, topic, payload)
 
     def services(self, s, topic, payload):
@@ -1232,6 +1250,12 @@ class Platform:
             return len(hit)
 
         return self._call(run)
+
+    def mute_replies(self, device_name, on=True):
+        """Fault: drop this device's answers to commands, as if it never answered."""
+        dl = self.downlink
+        assert dl is not None, "start() the platform first"
+        self._call((dl.silent.add if on else dl.silent.discard), device_name)
 
     def delay_registration_reply(self, seconds):
         """Push the /ext/regnwl result this many seconds after CONNACK (0: at once)."""

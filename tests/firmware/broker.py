@@ -98,6 +98,7 @@ class Broker:
         self.mute_after = None
         self.drop_after = None  # close the session (once) after N PUBLISHes
         self.downlink = None  # payload pushed on user/get right after the SUBACK
+        self.pushes = []  # (topic under /sys/<pk>/<dn>/, payload): one after every 10th PUBLISH
         self.lock = threading.Lock()
         self.reg_open = set()  # registration sessions being served
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -216,6 +217,9 @@ class Broker:
                     self.pids.append(pid)
                 if qos:
                     s.sendall(b"\x40\x02" + struct.pack("!H", pid))
+                if self.pushes and published % 10 == 0:
+                    t, p = self.pushes.pop(0)
+                    s.sendall(publish_packet("/sys/%s/%s/%s" % (pk, dn, t), p))
                 if topic.endswith("/request") and topic.startswith("/ext/ntp/"):
                     send = json.loads(payload)["deviceSendTime"]
                     # a server 5 s ahead of the device: of its clock, as the device's clock is

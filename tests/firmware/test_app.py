@@ -135,7 +135,8 @@ def test_outage_buffers_samples_and_delivers_them_in_order(board, broker):
     log, r = board(36, buffer_max=200)
     assert len(events(broker, "down")) == 4
     sent = ids(broker)
-    assert sent[0] == 1 and sent == list(range(1, len(sent) + 1)), sent  # in order, no gaps
+    # RTC memory kept the first boot's queue and counter: ids go on, in order, with no gaps
+    assert sent[0] == max(first) + 1 and sent == list(range(sent[0], sent[0] + len(sent))), sent
     assert len(sent) > 10  # samples taken while offline, all delivered after reconnecting
     stamps = [json.loads(p)["ts"] for t, p in broker.published if t.endswith("/user/update")]
     # each keeps the timestamp it was taken with (sent in a burst, yet all distinct)
@@ -145,25 +146,27 @@ def test_outage_buffers_samples_and_delivers_them_in_order(board, broker):
 
 def test_full_buffer_drops_oldest_and_reports_the_count(board, broker):
     board(1.5)
+    first = max(ids(broker))
     broker.published.clear()
     broker.down = 4
     log, r = board(36, buffer_max=4)
     sent = ids(broker)
-    assert sent == sorted(sent) and sent[0] > 1  # the oldest went
-    missing = set(range(1, sent[-1] + 1)) - set(sent)
+    assert sent == sorted(sent) and sent[0] > first + 1  # the oldest went
+    missing = set(range(first + 1, sent[-1] + 1)) - set(sent)
     last = json.loads([p for t, p in broker.published if t.endswith("/user/update")][-1])
     assert last["dropped"] == len(missing) > 0  # every loss is accounted for, none hidden
 
 
 def test_dead_link_is_detected_and_nothing_is_lost(board, broker):
     board(1.5)
+    first = max(ids(broker))
     broker.published.clear()
     broker.mute_after = 2  # each session: 2 PUBACKs, then silence
     log, r = board(4, io_ms=400)
     assert any("OSError" in line for line in log)
     assert len(events(broker, "muted")) >= 2
     sent = ids(broker)
-    assert sent == list(range(1, len(sent) + 1)), sent
+    assert sent == list(range(first + 1, first + 1 + len(sent))), sent
 
 
 def test_duty_cycle_keeps_samples_in_rtc_across_deep_sleep(board, broker):

@@ -25,7 +25,8 @@ def make_app(tmp_path):
     (app / "lib" / "luxmeter.py").write_text("def scale(n):\n    return n * 10\n")
     main = (app / "main.py").read_text()
     main = main.replace(
-        "    from zeroburn import app", '    print("my greenhouse app")\n    from zeroburn import app'
+        "    from zeroburn import app",
+        '    print("my greenhouse app")\n    from zeroburn import app',
     )
     (app / "main.py").write_text(main)
     (app / "notes.md").write_text("not for the board\n")

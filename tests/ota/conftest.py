@@ -97,12 +97,13 @@ def informed(plat, dn):
 
 
 def flash_digest(board, names=("config.json", "ca.pem", "boot.py", "main.py")):
-    """SHA-256 of the board's own files and its credential record (NVS or creds.bin)."""
+    """SHA-256 of the board's own files and its credential record (NVS or creds.bin). Not the
+    NVS entry "ids": the outbox's id reservation moves on as messages go out (session.ids)."""
     out = {}
     for n in names:
         out[n] = hashlib.sha256((board.flash / n).read_bytes()).hexdigest()
     for p in sorted(board.flash.glob(".nvs/**/*")) + sorted(board.flash.glob("creds.bin")):
-        if p.is_file():
+        if p.is_file() and p.name != "ids":
             out[str(p.relative_to(board.flash))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -118,7 +118,8 @@ class RTC:
             return zbboard.ctl_bytes("rtc_memory") or b""
         if len(data) > _RTC_SIZE:
             raise ValueError("buffer too long")
-        zbboard.set_ctl("rtc_memory", bytes(data))
+        # no bytes() copy: the board copies into RTC RAM, not into the GC heap
+        zbboard.set_ctl("rtc_memory", data)
 
 
 class Pin:

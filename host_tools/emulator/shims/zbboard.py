@@ -36,7 +36,7 @@ def ctl(name, default=None):
 def set_ctl(name, value):
     """Write a control value atomically (RTC memory, the clock offset)."""
     tmp = CTL + "/." + name + ".tmp"
-    with _REAL_OPEN(tmp, "wb" if isinstance(value, bytes) else "w") as f:
+    with _REAL_OPEN(tmp, "w" if isinstance(value, str) else "wb") as f:
         f.write(value)
     os.rename(tmp, CTL + "/" + name)
 
