@@ -44,7 +44,7 @@ def configure(parser, name):
         )
 
     run = sub.add_parser("run", help="install the firmware if missing, boot, stream the console")
-    common(run, f"{DEFAULT_HEAP}: the GC heap an ESP32 starts with")
+    common(run, f"{DEFAULT_HEAP}: below what an ESP32 gives, see docs/virtual-boards.md")
     run.add_argument(
         "--config",
         metavar="FILE",
