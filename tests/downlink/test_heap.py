@@ -7,33 +7,13 @@
 # 56 KiB and grows on demand, with 32-bit objects half this VM's size.
 import json
 
-from host_tools.build.staging import compile_mpy
-from tests.conftest import run_micropython
-from tests.firmware.conftest import PK, SECRET, broker, certs, scenario_result  # noqa: F401  (fixtures)
-from tests.firmware.cpy import HERE
-from tests.firmware.test_memory import stage_mpy
+from tests.firmware.conftest import broker, certs, scenario_result  # noqa: F401  (fixtures)
+from tests.firmware.test_memory import full_cycle
 
 HEAP = "60K"
 
 
 def test_full_cycle_with_downlinks_fits_60k(micropython, tmp_path, certs, broker):  # noqa: F811
-    flash = tmp_path / "flash"
-    stage_mpy(flash / "lib")
-    (flash / "lib" / "fw_thingmodel.mpy").write_bytes(
-        compile_mpy(HERE / "mp" / "fw_thingmodel.py", "fw_thingmodel.py")
-    )
-    (flash / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
-    cfg = {
-        "product_key": PK,
-        "product_secret": SECRET,
-        "host": "localhost",
-        "port": broker.port,
-        "wifi_ssid": "lab",
-        "interval_s": 1,
-    }
-    (flash / "scenario.json").write_text(
-        json.dumps({"cfg": cfg, "limit_ms": 112000, "thing": True})
-    )
     sets = [
         (
             "thing/service/property/set",
@@ -46,13 +26,8 @@ def test_full_cycle_with_downlinks_fits_60k(micropython, tmp_path, certs, broker
         for i in range(4)
     ]
     broker.pushes = [(t, p.encode()) for pair in zip(sets, calls, strict=True) for t, p in pair]
-    proc = run_micropython(
-        micropython,
-        "import fw_scenarios\nfw_scenarios.boot()\n",
-        path=["lib"],
-        heap=HEAP,
-        cwd=flash,
-        timeout=120,
+    proc, _ = full_cycle(
+        micropython, tmp_path, certs, broker, HEAP, {"thing": True}, ("fw_thingmodel",)
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "MemoryError" not in proc.stdout, proc.stdout[-2000:]

@@ -31,11 +31,18 @@ def stage_mpy(out):
     return sum(p.stat().st_size for p in (out / "zeroburn").glob("*.mpy"))
 
 
-def full_cycle(micropython, tmp_path, certs, broker, heap):
+def full_cycle(micropython, tmp_path, certs, broker, heap, extra=None, modules=()):
+    """The scenario harness's boot() from .mpy in a `heap` GC heap; extra: scenario keys on top
+    (tests/downlink/test_heap.py: thing handlers), modules: harness modules (tests/firmware/mp)
+    compiled beside it."""
     flash = tmp_path / "flash"
     # in the "flash" and found by a relative path, as on a board (/lib): every module's path
     # becomes a qstr for good, so a long temporary path would cost heap the board does not pay
     size = stage_mpy(flash / "lib")
+    for name in modules:
+        (flash / "lib" / f"{name}.mpy").write_bytes(
+            compile_mpy(HERE / "mp" / f"{name}.py", f"{name}.py")
+        )
     (flash / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
     cfg = {
         "product_key": PK,
@@ -45,8 +52,9 @@ def full_cycle(micropython, tmp_path, certs, broker, heap):
         "wifi_ssid": "lab",
         "interval_s": 1,
     }
-    (flash / "scenario.json").write_text(json.dumps({"cfg": cfg, "limit_ms": 112000}))
-    broker.drop_after = 50  # one reconnect in the middle
+    (flash / "scenario.json").write_text(
+        json.dumps({"cfg": cfg, "limit_ms": 112000, **(extra or {})})
+    )
     proc = run_micropython(
         micropython,
         "import fw_scenarios\nfw_scenarios.boot()\n",
@@ -59,6 +67,7 @@ def full_cycle(micropython, tmp_path, certs, broker, heap):
 
 
 def test_full_cycle_fits_the_heap_from_mpy(micropython, tmp_path, certs, broker):
+    broker.drop_after = 50  # one reconnect in the middle
     proc, size = full_cycle(micropython, tmp_path, certs, broker, HEAP)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "MemoryError" not in proc.stdout
