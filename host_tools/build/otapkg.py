@@ -7,6 +7,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from host_tools.build import staging as build
 from host_tools.errors import ZeroburnError
@@ -235,7 +236,7 @@ def build_package(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    info = dict(describe(data, version, module, method), path=str(path))
+    info: dict[str, Any] = dict(describe(data, version, module, method), path=str(path))
     if app is not None:
         info["app"] = _app_info(app, got)
     return info
