@@ -22,6 +22,7 @@ LIB = "lib/"  # the build's library folder; a version folder /zb/<v>/ is a libra
 # paths in a package are relative to its version folder, which comes first on sys.path: a
 # package's otaboot would replace the loader's own at its next import, so it may not carry one
 NEVER = ("boot.py", "main.py", "otaboot.py", "otaboot.mpy", "creds.bin")
+MANIFEST = "manifest.txt"
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -46,6 +47,9 @@ def check_version(version):
 # imported from a version folder), and MicroPython runs boot.py and main.py only from the root.
 APP_STAYS = ("boot.py", "main.py")
 MODULES = (".py", ".mpy")
+# names of a version folder the firmware reads as its own (start.boot takes ca.pem and
+# config.json from it; creds.bin is per device; manifest.txt is the package's first member)
+OWNED = ("ca.pem", "config.json", "creds.bin", MANIFEST)
 DATA_NOTE = (
     "open() by a relative path reads the copy flashed at the root, which an update never "
     "changes; open(sys.path[0] + '/NAME') reads the running version's (the root without one)"
@@ -95,10 +99,14 @@ def _check_layout(app, origin, firmware):
     owner = {p: LIB + p for p in firmware} | origin
     modules, plain = {}, {}
     for path, rel in sorted(owner.items()):
-        if path in origin and path.split("/")[0].split(".")[0] in ("boot", "main", "otaboot"):
+        if path in origin and (
+            path.split("/")[0].split(".")[0] in ("boot", "main", "otaboot", "zb")
+            or path in OWNED
+        ):
             raise ZeroburnError(
-                f"--app {app}: {rel} would be {path} in an update's version folder, a name of "
-                "the loader (boot.py, main.py, otaboot), which an update never carries: rename it"
+                f"--app {app}: {rel} would be {path} in an update's version folder, a name the "
+                "loader or the firmware owns there (boot, main, otaboot, zb, "
+                f"{', '.join(OWNED)}): rename it"
             )
         name = _module(path)
         if not name:
@@ -125,8 +133,8 @@ def _check_layout(app, origin, firmware):
 def contents(board="virtual", runtime="micropython", ca_pem=None, config=None, app=None):
     """{"files": {package path: bytes}, "app": [package paths of the application's files],
     "stays": [app files an update leaves as flashed], "data": [app data files carried]};
-    ZeroburnError before anything is written when the
-    application cannot be laid out in a version folder."""
+    ZeroburnError before anything is written when the application cannot be laid out in a
+    version folder."""
     theirs = _app_outputs(app, runtime) if app is not None else {}
     files, origin, stays, data = {}, {}, [], []
     for rel, blob in build.plan(board, None, None, runtime, app=app).items():
@@ -159,9 +167,6 @@ def contents(board="virtual", runtime="micropython", ca_pem=None, config=None, a
         build.check_config(cfg)
         files["config.json"] = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
     return {"files": files, "app": sorted(origin), "stays": sorted(stays), "data": sorted(data)}
-
-
-MANIFEST = "manifest.txt"
 
 
 def manifest_text(files, version, module=MODULE):

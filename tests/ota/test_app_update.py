@@ -108,7 +108,9 @@ def test_ota_build_app_refuses_what_cannot_be_a_version_folder(tmp_path, capsys)
         ("sensors.mpy", "sensors.mpy and sensors.py would both be sensors.mpy"),
         ("lib/sensors/__init__.py", "would both be module sensors"),
         ("luxmeter/x.dat", "lib/luxmeter.py and the folder of luxmeter/x.dat"),
-        ("lib/otaboot.py", "a name of the loader"),
+        ("lib/otaboot.py", "lib/otaboot.py would be otaboot.mpy"),
+        ("lib/ca.pem", "lib/ca.pem would be ca.pem in an update's version folder, a name"),
+        ("lib/creds.bin", "lib/creds.bin would be creds.bin"),
         ("lib/main.py", "lib/main.py would be main.mpy"),
         ("umqtt.py", "umqtt.py and the folder of lib/umqtt/simple.mpy"),
     ]
