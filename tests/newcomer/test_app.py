@@ -24,8 +24,10 @@ def make_app(tmp_path):
     (app / "lib").mkdir()
     (app / "lib" / "luxmeter.py").write_text("def scale(n):\n    return n * 10\n")
     main = (app / "main.py").read_text()
-    line = "    from zeroburn import app"
-    main = main.replace(line, '    print("my greenhouse app")\n' + line)
+    main = main.replace(
+        "    from zeroburn import app",
+        '    print("my greenhouse app")\n    from zeroburn import app',
+    )
     (app / "main.py").write_text(main)
     (app / "notes.md").write_text("not for the board\n")
     (app / "config.json").write_text('{"product_secret": "never staged"}\n')
