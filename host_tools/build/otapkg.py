@@ -7,6 +7,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from host_tools.build import staging as build
 from host_tools.errors import ZeroburnError
@@ -21,6 +22,7 @@ LIB = "lib/"  # the build's library folder; a version folder /zb/<v>/ is a libra
 # paths in a package are relative to its version folder, which comes first on sys.path: a
 # package's otaboot would replace the loader's own at its next import, so it may not carry one
 NEVER = ("boot.py", "main.py", "otaboot.py", "otaboot.mpy", "creds.bin")
+MANIFEST = "manifest.txt"
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -40,14 +42,121 @@ def check_version(version):
         )
 
 
-def package_files(board="virtual", runtime="micropython", ca_pem=None, config=None):
-    """{path on the board: bytes} an update carries: the firmware build without the loader;
-    ca.pem and config.json only when given (an update never touches the board's own)."""
-    files = {
-        rel.removeprefix(LIB): data
-        for rel, data in build.plan(board, None, None, runtime).items()
-        if rel not in LOADER
-    }
+# What of a user's application (--app, host_tools/build/project.py) stays as flashed: the
+# root's main.py is the loader's entry (otaboot.select() runs in it, before anything is
+# imported from a version folder), and MicroPython runs boot.py and main.py only from the root.
+APP_STAYS = ("boot.py", "main.py")
+MODULES = (".py", ".mpy")
+# names of a version folder the firmware reads as its own (start.boot takes ca.pem and
+# config.json from it; creds.bin is per device; manifest.txt is the package's first member)
+OWNED = ("ca.pem", "config.json", "creds.bin", MANIFEST)
+DATA_NOTE = (
+    "open() by a relative path reads the copy flashed at the root, which an update never "
+    "changes; open(sys.path[0] + '/NAME') reads the running version's (the root without one)"
+)
+
+
+def package_files(board="virtual", runtime="micropython", ca_pem=None, config=None, app=None):
+    """{path on the board: bytes} an update carries: the firmware build without the loader,
+    with the user's application when app is given (their modules and data files, laid out for
+    the version folder); ca.pem and config.json only when given (an update never touches the
+    board's own)."""
+    return contents(board, runtime, ca_pem, config, app)["files"]
+
+
+def _app_outputs(app, runtime):
+    """{path in the build's plan: path in the app folder} of a user's application."""
+    from host_tools.build.project import app_files
+
+    out = {}
+    for rel, _src in app_files(app):
+        name = rel
+        if runtime == "micropython" and rel.endswith(".py") and rel not in build.SOURCE_ONLY:
+            name = rel[:-3] + ".mpy"
+        if name in out:
+            raise ZeroburnError(
+                f"--app {app}: {out[name]} and {rel} would both be {name} on the board: "
+                "keep one of them"
+            )
+        out[name] = rel
+    return out
+
+
+def _module(path):
+    """The module name a package path is imported as ('' for a data file)."""
+    for ext in MODULES:
+        if path.endswith(ext):
+            path = path[: -len(ext)]
+            return path.removesuffix("/__init__").replace("/", ".")
+    return ""
+
+
+def _check_layout(app, origin, firmware):
+    """Refuse a version folder where two files would be the same module (lib/ is flattened
+    into it, .py and .mpy are one module, a module file and a folder of the same name clash),
+    or where the app would carry a name of the loader. origin: {package path: app path} of the
+    app's files, firmware: the firmware's package paths."""
+    owner = {p: LIB + p for p in firmware} | origin
+    modules, plain = {}, {}
+    for path, rel in sorted(owner.items()):
+        if path in origin and (
+            path.split("/")[0].split(".")[0] in ("boot", "main", "otaboot", "zb")
+            or path in OWNED
+        ):
+            raise ZeroburnError(
+                f"--app {app}: {rel} would be {path} in an update's version folder, a name the "
+                "loader or the firmware owns there (boot, main, otaboot, zb, "
+                f"{', '.join(OWNED)}): rename it"
+            )
+        name = _module(path)
+        if not name:
+            continue
+        if name in modules:
+            raise ZeroburnError(
+                f"--app {app}: {modules[name]} and {rel} would both be module {name} in an "
+                "update's version folder (lib/ is flattened into it): rename one"
+            )
+        modules[name] = rel
+        if not path.rsplit(".", 1)[0].endswith("__init__"):
+            plain[name] = rel
+    for path, rel in sorted(owner.items()):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            name = ".".join(parts[:i])
+            if name in plain:
+                raise ZeroburnError(
+                    f"--app {app}: {plain[name]} and the folder of {rel} would both be {name} "
+                    "in an update's version folder (lib/ is flattened into it): rename one"
+                )
+
+
+def contents(board="virtual", runtime="micropython", ca_pem=None, config=None, app=None):
+    """{"files": {package path: bytes}, "app": [package paths of the application's files],
+    "stays": [app files an update leaves as flashed], "data": [app data files carried]};
+    ZeroburnError before anything is written when the application cannot be laid out in a
+    version folder."""
+    theirs = _app_outputs(app, runtime) if app is not None else {}
+    files, origin, stays, data = {}, {}, [], []
+    for rel, blob in build.plan(board, None, None, runtime, app=app).items():
+        if rel not in theirs:
+            if rel not in LOADER:
+                files[rel.removeprefix(LIB)] = blob
+            continue
+        if rel in APP_STAYS:
+            stays.append(rel)
+            continue
+        path = rel.removeprefix(LIB)
+        if path in origin:
+            raise ZeroburnError(
+                f"--app {app}: {origin[path]} and {theirs[rel]} would both be {path} in an "
+                "update's version folder (lib/ is flattened into it): rename one"
+            )
+        origin[path] = theirs[rel]
+        files[path] = blob
+        if not _module(path):
+            data.append(path)
+    if app is not None:
+        _check_layout(app, origin, [p for p in files if p not in origin])
     if ca_pem is not None:
         text = Path(ca_pem).read_bytes() if not isinstance(ca_pem, bytes) else ca_pem
         if b"-----BEGIN CERTIFICATE-----" not in text:
@@ -57,10 +166,7 @@ def package_files(board="virtual", runtime="micropython", ca_pem=None, config=No
         cfg = json.loads(Path(config).read_text()) if not isinstance(config, dict) else config
         build.check_config(cfg)
         files["config.json"] = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
-    return files
-
-
-MANIFEST = "manifest.txt"
+    return {"files": files, "app": sorted(origin), "stays": sorted(stays), "data": sorted(data)}
 
 
 def manifest_text(files, version, module=MODULE):
@@ -123,16 +229,39 @@ def build_package(
     ca_pem=None,
     config=None,
     method="SHA256",
+    app=None,
 ):
-    """Write the package; returns describe() plus its path."""
+    """Write the package; returns describe() plus its path (and, with app, what of the
+    application it carries and what stays as flashed). Nothing is written when it fails."""
     version = version or firmware_version()
-    data = make(package_files(board, runtime, ca_pem, config), version, module)
+    got = contents(board, runtime, ca_pem, config, app)
+    data = make(got["files"], version, module)
     path = Path(out) if out else BUILD / "ota" / f"zeroburn-{version}-{board}-{runtime}.tar"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    return dict(describe(data, version, module, method), path=str(path))
+    info: dict[str, Any] = dict(describe(data, version, module, method), path=str(path))
+    if app is not None:
+        info["app"] = _app_info(app, got)
+    return info
+
+
+def _app_info(app, got):
+    notes = [
+        f"{rel} is not part of an update: it stays as flashed (the loader's entry); keep it to "
+        "wiring and your code in modules, which an update replaces"
+        for rel in got["stays"]
+    ]
+    if got["data"]:
+        notes.append(f"data files ({', '.join(got['data'])}) are carried; {DATA_NOTE}")
+    return {
+        "dir": str(app),
+        "files": got["app"],
+        "not_updated": got["stays"],
+        "data": got["data"],
+        "notes": notes,
+    }
 
 
 def configure(parser, name):
@@ -150,6 +279,12 @@ def configure(parser, name):
     p.add_argument("--runtime", default="micropython", choices=["micropython", "cpython"])
     p.add_argument("--ca", help="carry this PEM bundle as the new ca.pem (CA rotation)")
     p.add_argument("--config", help="carry this config.json (validated first)")
+    p.add_argument(
+        "--app",
+        metavar="DIR",
+        help="your application folder (as for `zeroburn flash`): its modules and data files go "
+        "in the update; its main.py and boot.py stay as flashed",
+    )
     p.add_argument("--sign-method", default="SHA256", choices=SIGN_METHODS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_run)
@@ -165,11 +300,17 @@ def _run(args):
         args.ca,
         args.config,
         args.sign_method,
+        args.app,
     )
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0
     print(f"package      {info['path']} ({info['size']} bytes)")
+    if "app" in info:
+        a = info["app"]
+        print(f"app          {a['dir']}: {len(a['files'])} files ({', '.join(a['files'])})")
+        for note in a["notes"]:
+            print(f"  note: {note}")
     print("upload it in the Aliyun console (OTA, add update package) with:")
     print(f"  version    {info['version']}\n  module     {info['module']}")
     print(f"  signMethod {info['signMethod']}\n  sign       {info['sign']}")

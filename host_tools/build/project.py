@@ -71,7 +71,8 @@ MAIN_PY = """\
 # as "sensors" in every telemetry message. Safe mode (file 'safemode' or the button held at
 # boot) still works: app.main() checks it first. otaboot picks the version an update over the
 # air installed, and takes the board back to the previous one if this one crashes on probation
-# (docs/ota.md in the zeroburn repository): keep those lines around your code.
+# (docs/ota.md in the zeroburn repository): keep those lines around your code. An update
+# (`zeroburn ota build --app`) replaces your modules but never this file: keep it to wiring.
 import otaboot
 
 otaboot.select()

@@ -34,10 +34,11 @@ def plat(tmp_path, ota_settings):
 
 @pytest.fixture
 def make_board(tmp_path, plat):
-    """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash."""
+    """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash
+    (with a user's application folder in place of the example main.py when app is given)."""
     boards = []
 
-    def make(runtime, start=True, mac=None, **overrides):
+    def make(runtime, start=True, mac=None, app=None, **overrides):
         mac = mac or "24:0a:c4:00:01:%02x" % next(_macs)
         overrides.setdefault("interval_s", 2)
         config = platform_config(
@@ -46,7 +47,7 @@ def make_board(tmp_path, plat):
         board = VirtualBoard(
             tmp_path / ("flash-" + mac.replace(":", "")), mac=mac, runtime=runtime
         )
-        board.install(config=config, ca_pem=plat.ca_path)
+        board.install(config=config, ca_pem=plat.ca_path, app=app)
         boards.append(board)
         if start:
             board.start()
