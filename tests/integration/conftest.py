@@ -20,29 +20,41 @@ def plat(tmp_path):
         yield p
 
 
-@pytest.fixture
-def make_board(tmp_path, plat):
-    """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash."""
+@contextlib.contextmanager
+def board_maker(tmp_path, plat, mac_prefix, macs, interval_s=1, **board_args):
+    """Yields make(runtime, start=True, mac=None, app=None, **config overrides) -> a
+    VirtualBoard with a fresh flash holding the firmware (and a user's application folder in
+    place of the example main.py when app is given), configured for plat; stops them all at
+    the end. board_args go to VirtualBoard (heap=...)."""
     boards = []
 
-    def make(runtime, start=True, mac=None, **overrides):
-        mac = mac or "24:0a:c4:00:00:%02x" % next(_macs)
-        overrides.setdefault("interval_s", 1)
+    def make(runtime, start=True, mac=None, app=None, **overrides):
+        mac = mac or mac_prefix + "%02x" % next(macs)
+        overrides.setdefault("interval_s", interval_s)
         config = platform_config(
             plat.state_dir, plat.product_key, port=plat.mqtts_port, **overrides
         )
         flash = tmp_path / ("flash-" + mac.replace(":", ""))
-        board = VirtualBoard(flash, mac=mac, runtime=runtime)
-        board.install(config=config, ca_pem=plat.ca_path)
+        board = VirtualBoard(flash, mac=mac, runtime=runtime, **board_args)
+        board.install(config=config, ca_pem=plat.ca_path, app=app)
         boards.append(board)
         if start:
             board.start()
         return board
 
-    yield make
-    for board in boards:
-        with contextlib.suppress(Exception):
-            board.stop()
+    try:
+        yield make
+    finally:
+        for board in boards:
+            with contextlib.suppress(Exception):
+                board.stop()
+
+
+@pytest.fixture
+def make_board(tmp_path, plat):
+    """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash."""
+    with board_maker(tmp_path, plat, "24:0a:c4:00:00:", _macs) as make:
+        yield make
 
 
 def samples(plat, dn):

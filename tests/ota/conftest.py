@@ -1,6 +1,5 @@
 # Fixtures for the OTA tests: the platform with its OTA service, virtual boards running the real
 # firmware, and packages made by `zeroburn ota build`'s code from the firmware build.
-import contextlib
 import hashlib
 import itertools
 import json
@@ -9,10 +8,9 @@ import time
 import pytest
 
 from host_tools.build import otapkg
-from host_tools.build.config_cmd import platform_config
-from host_tools.emulator.board import VirtualBoard
 from host_tools.platform.ota import OtaStore
 from host_tools.platform.testing import running_platform
+from tests.integration.conftest import board_maker
 
 RUNTIMES = ["micropython", "cpython"]
 _macs = itertools.count(0x20)
@@ -36,27 +34,8 @@ def plat(tmp_path, ota_settings):
 def make_board(tmp_path, plat):
     """make_board(runtime, **config overrides) -> a started VirtualBoard with a fresh flash
     (with a user's application folder in place of the example main.py when app is given)."""
-    boards = []
-
-    def make(runtime, start=True, mac=None, app=None, **overrides):
-        mac = mac or "24:0a:c4:00:01:%02x" % next(_macs)
-        overrides.setdefault("interval_s", 2)
-        config = platform_config(
-            plat.state_dir, plat.product_key, port=plat.mqtts_port, **overrides
-        )
-        board = VirtualBoard(
-            tmp_path / ("flash-" + mac.replace(":", "")), mac=mac, runtime=runtime
-        )
-        board.install(config=config, ca_pem=plat.ca_path, app=app)
-        boards.append(board)
-        if start:
-            board.start()
-        return board
-
-    yield make
-    for board in boards:
-        with contextlib.suppress(Exception):
-            board.stop()
+    with board_maker(tmp_path, plat, "24:0a:c4:00:01:", _macs, interval_s=2) as make:
+        yield make
 
 
 def package(runtime, version="0.2.0", change=None):
