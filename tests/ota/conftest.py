@@ -3,7 +3,6 @@
 import hashlib
 import itertools
 import json
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from host_tools.build import otapkg
 from host_tools.platform.ota import OtaStore
 from host_tools.platform.testing import running_platform
 from tests.integration.conftest import board_maker
+from tests.integration.test_device_lifecycle import wait_until
 
 RUNTIMES = ["micropython", "cpython"]
 _macs = itertools.count(0x20)
@@ -48,16 +48,6 @@ def package(runtime, version="0.2.0", change=None):
 
 def upload(plat, data, version="0.2.0", **ext):
     return plat.store.add_package(data, plat.product_key, version, ext_data=ext)["id"]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def task(plat, dn):

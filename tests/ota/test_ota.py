@@ -1,14 +1,11 @@
 # App-file OTA end to end: virtual boards running the real firmware against the platform's OTA
 # service, over verified TLS (MQTT) and HTTPS (downloads), seen through the platform's SQLite,
 # the board's console and its flash.
-import datetime
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.firmware.conftest import _ca
 from tests.ota.conftest import (
     RUNTIMES,
     flash_digest,
@@ -120,21 +117,7 @@ def test_version_crashing_at_import_is_reverted_with_minus_1(plat, make_board):
 
 
 def _other_ca():
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the platform's CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return _ca("not the platform's CA")[1].public_bytes(serialization.Encoding.PEM)
 
 
 def test_version_that_never_reaches_the_cloud_is_reverted(plat, make_board):
