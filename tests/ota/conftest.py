@@ -10,7 +10,7 @@ from host_tools.build import otapkg
 from host_tools.platform.ota import OtaStore
 from host_tools.platform.testing import running_platform
 from tests.integration.conftest import board_maker
-from tests.integration.test_device_lifecycle import wait_until
+from tests.integration.test_device_lifecycle import wait_until  # noqa: F401  (for the OTA tests)
 
 RUNTIMES = ["micropython", "cpython"]
 _macs = itertools.count(0x20)
