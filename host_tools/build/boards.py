@@ -156,7 +156,7 @@ def _adc(value):
     ok = isinstance(value, dict) and sorted(value) == sorted(ADC_KEYS)
     ok = ok and ints(value["adc1"], 0, MAX_GPIO) and ints(value["adc2"], 0, MAX_GPIO)
     ok = ok and ints(value["bits"], 9, 13) and bool(value["bits"])
-    mv = value.get("full_scale_mv") if ok else None
+    mv = value["full_scale_mv"] if ok else []
     ok = ok and ints(mv, 1, 5000) and len(mv) == 4
     ok = ok and type(value["adc2_wifi"]) is bool
     if not ok:
