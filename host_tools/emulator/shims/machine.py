@@ -234,10 +234,8 @@ class ADC:
             raise ValueError("invalid pin")  # machine_pin.c: no such GPIO
         chip = _adc()
         for unit in (1, 2):
-            chans = chip.get("adc%d" % unit, ())
-            if gpio in chans:
+            if gpio in chip.get("adc%d" % unit, ()):
                 self._unit = unit
-                self._ch = chans.index(gpio)
                 break
         else:
             raise ValueError("invalid pin")  # machine_adc.c: no ADC channel on this GPIO
