@@ -13,6 +13,28 @@ MAX_GPIO = 48  # ESP32-S3 has GPIO0..48, the others fewer
 
 
 @dataclass(frozen=True)
+class Adc:
+    """machine.ADC of one chip: the GPIOs of ADC1 and ADC2 in channel order, the widths
+    ADC.width() takes, the millivolts a full-scale reading stands for at each attenuation
+    (ATTN_0DB..ATTN_11DB) and whether ADC2 is unusable while Wi-Fi is started (ESP32)."""
+
+    adc1: tuple
+    adc2: tuple
+    bits: tuple
+    full_scale_mv: tuple
+    adc2_wifi: bool
+
+    def data(self):
+        return {
+            "adc1": list(self.adc1),
+            "adc2": list(self.adc2),
+            "bits": list(self.bits),
+            "full_scale_mv": list(self.full_scale_mv),
+            "adc2_wifi": self.adc2_wifi,
+        }
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     description: str
@@ -28,6 +50,8 @@ class Board:
     gpio: tuple = ((0, MAX_GPIO),)  # the chip's GPIO numbers as (first, last) ranges
     # the port's temperature functions on this chip and the MicroPython version each exists from
     temp_functions: tuple = ()  # ((name, "1.23"), ...)
+    # the port's ADC on this chip (machine_adc.c): channels, widths, read_uv's scale, ADC2 vs Wi-Fi
+    adc: Adc | None = None
     notes: tuple = ()
 
     def has_gpio(self, n):
@@ -89,6 +113,7 @@ KEYS = {
     "has_temp_sensor",
     "gpio",
     "temp_functions",
+    "adc",
     "notes",
 }
 TEMP_FUNCTIONS = ("mcu_temperature", "raw_temperature")
@@ -118,12 +143,43 @@ def _temp_functions(value):
     return tuple(sorted(value.items()))
 
 
+ADC_KEYS = ("adc1", "adc2", "bits", "full_scale_mv", "adc2_wifi")
+
+
+def _adc(value):
+    if value is None:
+        return None
+
+    def ints(v, lo, hi):
+        return isinstance(v, list) and all(type(x) is int and lo <= x <= hi for x in v)
+
+    ok = isinstance(value, dict) and sorted(value) == sorted(ADC_KEYS)
+    ok = ok and ints(value["adc1"], 0, MAX_GPIO) and ints(value["adc2"], 0, MAX_GPIO)
+    ok = ok and ints(value["bits"], 9, 13) and bool(value["bits"])
+    mv = value["full_scale_mv"] if ok else []
+    ok = ok and ints(mv, 1, 5000) and len(mv) == 4
+    ok = ok and type(value["adc2_wifi"]) is bool
+    if not ok:
+        raise ValueError(
+            "adc must be {" + ", ".join(f'"{k}"' for k in ADC_KEYS) + "}: ADC1 and ADC2 GPIOs "
+            "in channel order, the widths in bits, 4 full-scale millivolts (ATTN_0DB..ATTN_11DB) "
+            f"and true/false (got {value!r})"
+        )
+    return Adc(
+        adc1=tuple(value["adc1"]),
+        adc2=tuple(value["adc2"]),
+        bits=tuple(value["bits"]),
+        full_scale_mv=tuple(value["full_scale_mv"]),
+        adc2_wifi=value["adc2_wifi"],
+    )
+
+
 def parse(data, name):
     """Check one board definition (a dict from JSON); ValueError says what to fix."""
     if not isinstance(data, dict):
         raise ValueError("a board definition is a JSON object")
     unknown = sorted(set(data) - KEYS)
-    missing = sorted(KEYS - {"notes", "led_kind", "gpio", "temp_functions"} - set(data))
+    missing = sorted(KEYS - {"notes", "led_kind", "gpio", "temp_functions", "adc"} - set(data))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
     if missing:
@@ -173,12 +229,16 @@ def parse(data, name):
         has_temp_sensor=data["has_temp_sensor"],
         gpio=_ranges(data.get("gpio", [[0, MAX_GPIO]])),
         temp_functions=_temp_functions(data.get("temp_functions", {})),
+        adc=_adc(data.get("adc")),
         notes=tuple(notes),
     )
     for key in ("safe_mode_pin", "led_pin"):
         pin = getattr(board, key)
         if pin is not None and not board.has_gpio(pin):
             raise ValueError(f"{key} {pin} is not a GPIO of this chip ({board.gpio_text()})")
+    for pin in board.adc.adc1 + board.adc.adc2 if board.adc else ():
+        if not board.has_gpio(pin):
+            raise ValueError(f"adc pin {pin} is not a GPIO of this chip ({board.gpio_text()})")
     return board
 
 

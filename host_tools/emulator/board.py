@@ -160,6 +160,7 @@ class VirtualBoard:
                 "micropython": micropython,
                 "gpio": [list(r) for r in b.gpio],
                 "temp_functions": dict(b.temp_functions),
+                "adc": b.adc.data() if b.adc else None,
             }
         )
 
@@ -368,6 +369,17 @@ class VirtualBoard:
 
     def temperature(self, celsius):
         self._write_ctl("temperature", str(int(celsius)))
+
+    def set_adc(self, pin, u16=None):
+        """Hold the analog input of GPIO `pin` at `u16` (0..65535 of the ADC's full scale at
+        its attenuation: ADC.read_u16() returns it within the width's resolution, read() the
+        top `width` bits); None releases it to the default, mid scale (32768)."""
+        if u16 is None:
+            self._del_ctl(f"adc{pin}")
+            return
+        if type(u16) is not int or not 0 <= u16 <= 0xFFFF:
+            raise ValueError(f"an ADC input is 0..65535 (got {u16!r})")
+        self._write_ctl(f"adc{pin}", str(u16))
 
     # ---- console -------------------------------------------------------------------------
     def wait_for(self, pattern, timeout=30.0, start=0):

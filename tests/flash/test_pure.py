@@ -52,6 +52,9 @@ def test_every_board_file_loads_and_matches_esptool():
     }
 
 
+ADC = {"adc1": [36], "adc2": [4], "bits": [12], "full_scale_mv": [1, 2, 3, 4], "adc2_wifi": False}
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -64,6 +67,10 @@ def test_every_board_file_loads_and_matches_esptool():
         ({"has_temp_sensor": "yes"}, "has_temp_sensor must be true or false"),
         ({"led_colour": 2}, "unknown key(s) led_colour"),
         ({"description": ""}, "description must be a non-empty string"),
+        ({"adc": {"adc1": [36]}}, 'adc must be {"adc1", "adc2"'),
+        ({"adc": {**ADC, "full_scale_mv": [950]}}, "adc must be"),
+        ({"adc": {**ADC, "bits": [8]}}, "adc must be"),
+        ({"adc": {**ADC, "adc1": [24]}}, "adc pin 24 is not a GPIO of this chip"),
     ],
 )
 def test_board_validation_messages(change, message):

@@ -187,3 +187,105 @@ class Signal:
 
     def off(self):
         self.value(0)
+
+
+# ---- ADC (ports/esp32/machine_adc.c, adc.c) -------------------------------------------------
+# Which GPIOs are ADC1/ADC2 channels, the widths, the millivolts of a full-scale reading per
+# attenuation and ADC2's clash with Wi-Fi are the board file's ("adc"); the value on a pin is
+# the host's (VirtualBoard.set_adc: 0..65535 of full scale, default mid scale).
+_ADC_MID = "32768"
+_adc_chip = []  # [the board file's "adc" dict], read once
+_adc_atten = {}  # gpio -> atten: the port keeps it per channel, across ADC objects
+_adc_bits = {}  # unit -> width in bits: the port's ADC block, shared by its channels
+
+
+def _adc():
+    if not _adc_chip:
+        _adc_chip.append(json.loads(zbboard.ctl("chip") or "{}").get("adc") or {})
+    return _adc_chip[0]
+
+
+def _int(v):
+    if not isinstance(v, int):  # mp_obj_get_int
+        raise TypeError("can't convert %s to int" % type(v).__name__)
+    return int(v)
+
+
+def _wifi_started():
+    import network  # the shim: WLAN(...).active(True) is esp_wifi_start
+
+    return any(s["active"] for s in network._ifaces.values())
+
+
+class ADC:
+    """ADC(pin, *, atten): pin a Pin or a GPIO number; ValueError("invalid pin") for one that is
+    no GPIO or no ADC channel of the chip. read() is the raw reading (width bits, 12 unless
+    width() changed it), read_u16() its 16-bit scaling as the port computes it, read_uv() the
+    raw reading over the attenuation's full scale in whole millivolts times 1000."""
+
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+
+    def __init__(self, pin, *, atten=-1):
+        gpio = pin.id if isinstance(pin, Pin) else pin
+        if type(gpio) is not int or not any(lo <= gpio <= hi for lo, hi in _gpios()):
+            raise ValueError("invalid pin")  # machine_pin.c: no such GPIO
+        chip = _adc()
+        for unit in (1, 2):
+            if gpio in chip.get("adc%d" % unit, ()):
+                self._unit = unit
+                break
+        else:
+            raise ValueError("invalid pin")  # machine_adc.c: no ADC channel on this GPIO
+        self._gpio = gpio
+        self.init(atten=atten)
+
+    def init(self, *, atten=-1):
+        if atten != -1:
+            self.atten(atten)
+        elif self._gpio not in _adc_atten:
+            self.atten(self.ATTN_0DB)  # a channel's first use: 0 dB
+
+    def __repr__(self):
+        return "ADC(Pin(%d), atten=%d)" % (self._gpio, _adc_atten.get(self._gpio, 4))
+
+    def _adc2_busy(self):
+        # IDF's adc2 driver on the ESP32: Wi-Fi holds ADC2 from esp_wifi_start to esp_wifi_stop
+        return self._unit == 2 and _adc()["adc2_wifi"] and _wifi_started()
+
+    def atten(self, atten):
+        atten = _int(atten)
+        if not 0 <= atten <= 3 or self._adc2_busy():
+            raise ValueError("invalid atten")  # adc*_config_channel_atten failed
+        _adc_atten[self._gpio] = atten
+
+    def width(self, bits):
+        bits = _int(bits)
+        if bits not in _adc()["bits"]:
+            raise ValueError("invalid bits")
+        _adc_bits[self._unit] = bits
+
+    def _bits(self):
+        return _adc_bits.get(self._unit, max(_adc()["bits"]))  # the block's 12 at boot
+
+    def read(self):
+        if self._adc2_busy():
+            raise OSError(116, "ESP_ERR_TIMEOUT")  # check_esp_err(adc2_get_raw(...))
+        u16 = int(zbboard.ctl("adc%d" % self._gpio, _ADC_MID))
+        return u16 >> (16 - self._bits())
+
+    def read_u16(self):
+        raw = self.read()
+        bits = self._bits()
+        return raw << (16 - bits) | raw >> (2 * bits - 16)
+
+    def read_uv(self):
+        raw = self.read()
+        full = (1 << self._bits()) - 1
+        return raw * _adc()["full_scale_mv"][_adc_atten[self._gpio]] // full * 1000
+
+
+for _b in _adc().get("bits", ()):
+    setattr(ADC, "WIDTH_%dBIT" % _b, _b)
