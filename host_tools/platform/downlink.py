@@ -154,6 +154,15 @@ def _set_state(conn, cmd_id, state, reply=None, now=None, late=False):
         )
 
 
+def json_object(payload):
+    """An Alink payload as a JSON object (a dict), or None when it is not one."""
+    try:
+        body = json.loads(payload)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return body if isinstance(body, dict) else None
+
+
 class Downlink:
     """The server's half: owned by a Platform, called from its ticker and its inbound path."""
 
@@ -253,11 +262,8 @@ class Downlink:
 
     def post(self, s, topic, rest, payload):
         """thing.event.<id>.post and property posts: record properties, answer post_reply."""
-        try:
-            body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise ValueError
-        except ValueError:
+        body = json_object(payload)
+        if body is None:
             return
         ident = rest[len("thing/event/") : -len("/post")]
         if ident == "property" and isinstance(body.get("params"), dict):

@@ -1181,11 +1181,8 @@ class Platform:
             reply = {"deviceSendTime": sent, "serverRecvTime": recv, "serverSendTime": _ms()}
             self.reply(s, f"/ext/ntp/{pk}/{dn}/response", reply)
         else:
-            try:
-                body = json.loads(payload)
-                if not isinstance(body, dict):
-                    raise ValueError
-            except ValueError:
+            body = downlink.json_object(payload)
+            if body is None:
                 return
             ack = (body.get("sys") or {}).get("ack", 1) if isinstance(body.get("sys"), dict) else 1
             if str(ack) == "0":
