@@ -25,7 +25,11 @@ IGNORED = (
 )
 # Names on the board that belong to zeroburn itself: an app file there would be overwritten
 # by, or shadow, the firmware (ca.pem and config.json come from --ca and --config).
-RESERVED = ("zeroburn", "umqtt", "lib/zeroburn", "lib/umqtt", "ca.pem", "config.json")
+RESERVED = ("zeroburn", "umqtt", "lib/zeroburn", "lib/umqtt", "ca.pem", "config.json", "zb")
+# Module names the firmware imports: an app module of that name at the root or in lib/ (a .py,
+# .mpy or package) would be imported in their place (the root comes first on sys.path), and
+# otaboot is the OTA loader (docs/ota.md): a shadow of it breaks updates and their rollback.
+OWN_MODULES = ("zeroburn", "umqtt", "otaboot")
 
 
 def _ignored(name):
@@ -60,7 +64,31 @@ def app_files(app_dir):
                         "board; rename it (ca.pem and config.json come from --ca and --config)"
                     )
             out.append((rel, src))
+    _check_modules(root, out)
     return out
+
+
+def _check_modules(root, files):
+    """Refuse app modules that shadow the firmware's, and two files that become one module
+    (foo.py and foo.mpy: the build compiles foo.py to foo.mpy, so one would replace the other
+    unseen)."""
+    seen = {}
+    for rel, _ in files:
+        if not rel.endswith((".py", ".mpy")) or rel in ("main.py", "boot.py"):
+            continue
+        stem = rel.rsplit(".", 1)[0]
+        top = stem.removeprefix("lib/").split("/")[0]
+        if top in OWN_MODULES:
+            raise ZeroburnError(
+                f"--app {root}: {rel} would shadow zeroburn's own module {top!r} on the board; "
+                "rename it"
+            )
+        if stem in seen:
+            raise ZeroburnError(
+                f"--app {root}: {seen[stem]} and {rel} are the same module on the board "
+                "(a .py is compiled to .mpy): keep one"
+            )
+        seen[stem] = rel
 
 
 # ---- zeroburn init-project ---------------------------------------------------------------

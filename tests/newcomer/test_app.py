@@ -102,6 +102,23 @@ def test_app_folder_mistakes_are_refused_before_anything_is_written(tmp_path):
     p = zeroburn("build", "--out", out, "--app", app)
     assert p.returncode == 1 and "zeroburn/app.py would replace zeroburn's own" in p.stderr
     assert not out.exists()
+    (app / "zeroburn" / "app.py").unlink()
+    (app / "zeroburn").rmdir()
+    # modules that would be imported in place of the firmware's or the OTA loader's
+    for name in ("otaboot.py", "lib/otaboot.mpy", "zeroburn.py", "lib/umqtt.py", "zb/x.py"):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("# mine\n")
+        p = zeroburn("build", "--out", out, "--app", app)
+        assert p.returncode == 1 and name in p.stderr and "zeroburn's own" in p.stderr, name
+        assert not out.exists()
+        (app / name).unlink()
+    # two files that become one module
+    (app / "lib" / "drv.py").write_text("X = 1\n")
+    (app / "lib" / "drv.mpy").write_bytes(b"M")
+    p = zeroburn("build", "--out", out, "--app", app)
+    assert p.returncode == 1 and "lib/drv.mpy and lib/drv.py are the same module" in p.stderr
+    assert not out.exists()
+    (app / "lib" / "drv.mpy").unlink()
     p = zeroburn("build", "--out", out, "--app", tmp_path / "nope")
     assert p.returncode == 1 and "init-project" in p.stderr
     # init-project never overwrites the user's work

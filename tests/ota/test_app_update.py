@@ -105,14 +105,14 @@ def test_ota_build_app_refuses_what_cannot_be_a_version_folder(tmp_path, capsys)
     argv = ["ota", "build", "--app", str(app), "--version", "0.2.0", "--out", str(out)]
     cases = [
         ("luxmeter.py", "lib/luxmeter.py would both be luxmeter.mpy"),  # lib/ is flattened
-        ("sensors.mpy", "sensors.mpy and sensors.py would both be sensors.mpy"),
+        ("sensors.mpy", "sensors.mpy and sensors.py are the same module on the board"),
         ("lib/sensors/__init__.py", "would both be module sensors"),
         ("luxmeter/x.dat", "lib/luxmeter.py and the folder of luxmeter/x.dat"),
-        ("lib/otaboot.py", "lib/otaboot.py would be otaboot.mpy"),
+        ("lib/otaboot.py", "lib/otaboot.py would shadow zeroburn's own module 'otaboot'"),
         ("lib/ca.pem", "lib/ca.pem would be ca.pem in an update's version folder, a name"),
         ("lib/creds.bin", "lib/creds.bin would be creds.bin"),
         ("lib/main.py", "lib/main.py would be main.mpy"),
-        ("umqtt.py", "umqtt.py and the folder of lib/umqtt/simple.mpy"),
+        ("umqtt.py", "umqtt.py would shadow zeroburn's own module 'umqtt'"),
     ]
     for rel, why in cases:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def test_ota_build_app_refuses_what_cannot_be_a_version_folder(tmp_path, capsys)
     # the CPython runtime keeps sources: a .py and a .mpy are still one module
     (app / "sensors.mpy").write_bytes(b"M")
     assert cli.main([*argv, "--runtime", "cpython"]) == 1
-    assert "sensors.mpy and sensors.py would both be module sensors" in capsys.readouterr().err
+    assert "sensors.mpy and sensors.py are the same module" in capsys.readouterr().err
     (app / "sensors.mpy").unlink()
     assert cli.main(argv) == 0  # the app itself is fine
 
