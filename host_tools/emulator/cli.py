@@ -42,6 +42,14 @@ def configure(parser, name):
             metavar="NAME=IP",
             help="extra host map entry (default maps *.aliyuncs.com and localhost to 127.0.0.1)",
         )
+        p.add_argument(
+            "--adc",
+            action="append",
+            default=[],
+            metavar="GPIO=U16",
+            help="hold an analog input (machine.ADC) at U16, 0..65535 of full scale "
+            "(default: mid scale, 32768) (repeatable)",
+        )
 
     run = sub.add_parser("run", help="install the firmware if missing, boot, stream the console")
     common(run, f"{DEFAULT_HEAP}: below what an ESP32 gives, see docs/virtual-boards.md")
@@ -131,7 +139,23 @@ def _check_args(args):
     except ValueError as e:
         raise ZeroburnError(str(e))
     _host_map(args.host)
+    _adc_inputs(args.adc)
     return _faults(args.fault)
+
+
+def _adc_inputs(specs):
+    """[(gpio, u16)] of --adc GPIO=U16 values."""
+    out = []
+    for spec in specs:
+        pin, _, value = spec.partition("=")
+        try:
+            gpio, u16 = int(pin), int(value, 0)
+        except ValueError:
+            gpio = u16 = -1
+        if gpio < 0 or not 0 <= u16 <= 0xFFFF:
+            raise ZeroburnError(f"--adc {spec!r}: use GPIO=U16, U16 from 0 to 65535")
+        out.append((gpio, u16))
+    return out
 
 
 def _faults(specs):
@@ -165,7 +189,7 @@ def _make_board(args, console):
     from host_tools.emulator.board import VirtualBoard
 
     try:
-        return VirtualBoard(
+        board = VirtualBoard(
             args.flash,
             mac=args.mac,
             runtime=args.runtime,
@@ -173,6 +197,9 @@ def _make_board(args, console):
             host_map=_host_map(args.host),
             console=console,
         )
+        for gpio, u16 in _adc_inputs(args.adc):
+            board.set_adc(gpio, u16)
+        return board
     except ValueError as e:
         raise ZeroburnError(str(e))
 

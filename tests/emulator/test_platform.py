@@ -1,6 +1,7 @@
 # The unchanged firmware on a virtual board against the platform emulator, both runtimes: the
 # build's staging, the host map (Aliyun name -> loopback), verified TLS, NVS across power cuts,
 # and `zeroburn board run --platform` counting what the platform stored.
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,33 @@ def test_board_run_with_a_wrong_product_secret_gives_up_with_the_reason(
     # firmware would now wait minutes before trying again), not after the whole --timeout
     assert "registration failed (refused, CONNACK 4)" in p.stderr
     assert "0" * 16 not in p.stdout + p.stderr  # the secret never reaches the console
+
+
+def test_board_run_holds_an_analog_input_from_the_command_line(platform, tmp_path, micropython):
+    pk, _ = platform.add_product()
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text(
+        "import machine\n"
+        "from zeroburn import app\n"
+        "adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
+        "app.main(sensors=lambda: {'raw': adc.read()})\n"
+    )
+    cmd = [str(VENV_BIN / "zeroburn"), "board", "run", "--flash", str(tmp_path / "flash")]
+    cmd += ["--app", str(app), "--heap", HEAP, "--platform", str(platform.state_dir)]
+    cmd += ["--platform-port", str(platform.mqtts_port), "--product-key", pk]
+    p = subprocess.run([*cmd, "--adc", "34=70000"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "--adc '34=70000': use GPIO=U16" in p.stderr
+    assert not (tmp_path / "flash").exists()  # refused before anything was written
+    p = subprocess.run(
+        [*cmd, "--adc", "34=40000", "--until-messages", "1", "--timeout", "90"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr
+    dn = p.stdout.split("[reg] registered as ")[1].split()[0]
+    stored = platform.registry.messages(device_name=dn, product_key=pk)
+    ups = [m for m in stored if m["topic"].endswith("/user/update")]
+    got = [json.loads(m["payload"])["sensors"] for m in ups]
+    assert got and all(s == {"raw": 2500} for s in got), got  # 40000 >> 4: the top 12 bits
