@@ -61,35 +61,21 @@ def _dict(row):
     return {k: row[k] for k in row.keys()}
 
 
-class OtaStore:
+class OtaStore(registry.Store):
     """The operator's side (the console's OTA pages, the CLI, tests): packages, jobs, status.
     Opens the same SQLite file as a running platform, which picks up new jobs by itself."""
 
-    def __init__(self, state_dir):
-        self.state_dir = Path(state_dir)
-        self.files = self.state_dir / "ota"
-        self._conn = connect(self.state_dir)
-        self._lock = threading.RLock()
+    _connect = staticmethod(connect)  # the OTA tables too
 
-    def close(self):
-        with self._lock:
-            self._conn.close()
+    def __init__(self, state_dir):
+        super().__init__(state_dir)
+        self.files = self.state_dir / "ota"
 
     def _read(self, sql, args=()):
-        with self._lock:
-            return [_dict(r) for r in self._conn.execute(sql, args).fetchall()]
+        return [_dict(r) for r in self._rows(sql, args)]
 
     def _write(self, fn):
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(c)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            return out
+        return self._transaction(fn)
 
     def add_package(
         self, package, product_key, version, module="default", sign_method="SHA256", ext_data=None

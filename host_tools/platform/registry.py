@@ -187,28 +187,28 @@ def _dict(row, drop=()):
     return {k: row[k] for k in row.keys() if k not in drop}
 
 
-class Registry:
-    """The operator's and the tests' view of the platform state (the Aliyun console).
+class Store:
+    """One connection to the platform's SQLite state, safe to share between threads: the base
+    of the operator-side stores (Registry here, ota.OtaStore, whose connect adds its tables)."""
 
-    Opens the same SQLite file as a running server; changes take effect there at once
-    (the server polls an operator generation counter and re-checks live sessions).
-    Safe to share between threads.
-    """
+    _connect = staticmethod(connect)
 
     def __init__(self, state_dir):
         self.state_dir = Path(state_dir)
-        self._conn = connect(self.state_dir)
+        self._conn = self._connect(self.state_dir)
         self._lock = threading.RLock()
 
     def close(self):
         with self._lock:
             self._conn.close()
 
-    def _read(self, sql, args=()):
+    def _rows(self, sql, args=()):
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
-    def _write(self, fn, *args, operator=True):
+    def _transaction(self, fn, *args, operator=False):
+        """fn(conn, *args) in one immediate transaction; operator: bump the generation the
+        running server polls (it then re-checks live sessions)."""
         with self._lock:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
@@ -221,6 +221,21 @@ class Registry:
                 c.execute("ROLLBACK")
                 raise
             return result
+
+
+class Registry(Store):
+    """The operator's and the tests' view of the platform state (the Aliyun console).
+
+    Opens the same SQLite file as a running server; changes take effect there at once
+    (the server polls an operator generation counter and re-checks live sessions).
+    Safe to share between threads.
+    """
+
+    def _read(self, sql, args=()):
+        return self._rows(sql, args)
+
+    def _write(self, fn, *args, operator=True):
+        return self._transaction(fn, *args, operator=operator)
 
     # ---- products
 
