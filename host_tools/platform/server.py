@@ -165,6 +165,9 @@ def can_publish(pk, dn, topic, custom):
 
 
 def can_subscribe(pk, dn, filt, custom):
+    if filt.startswith("/ext/rrpc/+/"):  # custom-topic RRPC: /ext/rrpc/+/<a topic of its own>
+        inner = filt[len("/ext/rrpc/+") :]
+        return can_subscribe(pk, dn, inner, custom) or can_publish(pk, dn, inner, custom)
     if filt.startswith(f"/sys/{pk}/{dn}/") or filt.startswith(f"/broadcast/{pk}/"):
         return True
     if filt in (
