@@ -173,6 +173,11 @@ def can_subscribe(pk, dn, filt, custom):
     if filt in (
         f"/ext/ntp/{pk}/{dn}/response",
         f"/ota/device/upgrade/{pk}/{dn}",
+        # Aliyun's Node.js device SDK subscribes these at every connect (device shadow, gateway
+        # sub-device sessions); the cloud grants them. Nothing is ever delivered there here.
+        f"/shadow/get/{pk}/{dn}",
+        f"/ext/session/{pk}/{dn}/combine/login_reply",
+        f"/ext/session/{pk}/{dn}/combine/logout_reply",
         "/ext/regnwl",
         "/ext/register",
     ):

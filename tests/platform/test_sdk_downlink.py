@@ -4,7 +4,9 @@
 # as its own process against the running platform's state file. linkkit is the spec here: where
 # it and the emulator disagree, the emulator is wrong (docs/downlink-outbox.md section 4).
 import json
+import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -254,3 +256,73 @@ def test_system_rrpc_reaches_on_topic_message(platform, lamp, cli):
     assert lamp.next() == ("answered", 0)
     assert (rc, out["state"], out["rrpcCode"]) == (0, "answered", "SUCCESS"), out
     assert out["topic"] == topic and out["reply"] == "pong:ping"
+
+
+# ---- Aliyun's Node.js device SDK (aliyun-iot-device-sdk 1.0.1, tests/peers/thing_sdk.js)
+
+
+@pytest.fixture
+def node_lamp(platform):
+    """The Node.js SDK logged in as a thing-model device: (process, next_line(), pk)."""
+    exe = shutil.which("node")
+    peers = ROOT / "tests" / "peers"
+    if exe is None or not (peers / "node_modules").is_dir():
+        pytest.fail("Node.js and tests/peers/node_modules are needed: run `make setup`")
+    pk, _ = platform.registry.add_product()
+    secret = platform.registry.add_device(pk, DN)
+    url = f"mqtts://localhost:{platform.mqtts_port}"
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=str(platform.ca_path))
+    proc = subprocess.Popen(
+        [exe, str(peers / "thing_sdk.js"), url, pk, DN, secret],
+        cwd=peers,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+
+    def next_line():
+        try:
+            return json.loads(lines.get(timeout=WAIT))
+        except queue.Empty:
+            proc.kill()
+            pytest.fail("the Node.js SDK said nothing: " + proc.stderr.read())
+
+    try:
+        yield proc, next_line, pk
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_node_sdk_answers_property_set_service_and_rrpc(platform, node_lamp, cli):
+    proc, next_line, pk = node_lamp
+    ready = next_line()
+    assert ready == {"ready": [[f"/sys/{pk}/{DN}/rrpc/request/+", 0]]}, ready
+    # what the SDK subscribes to on connect (answered before its last one) is granted: among it
+    # /shadow/get/<pk>/<dn>, the device shadow's downlink topic
+    refused = [e["detail"] for e in events(platform, device_name=DN, kind="forbidden")]
+    assert refused == []
+
+    rc, out = cli("property", "set", DN, '{"LightSwitch": 0}')
+    assert next_line() == {"call": "set", "id": str(out["id"]), "params": {"LightSwitch": 0}}
+    assert (rc, out["state"]) == (0, "answered"), out
+    assert out["reply"] == {"id": str(out["id"]), "code": 200, "data": {}}
+
+    rc, out = cli("service", "invoke", DN, "Blink", '{"times": 4}')
+    assert next_line() == {"call": "Blink", "id": str(out["id"]), "params": {"times": 4}}
+    assert (rc, out["state"]) == (0, "answered"), out
+    assert out["reply"] == {"id": str(out["id"]), "code": 200, "data": {"blinked": 8}}
+
+    rc, out = cli("rrpc", DN, "ping")
+    line = next_line()
+    assert (line["call"], line["payload"]) == ("rrpc", "ping") and line["topic"] == out["topic"]
+    assert (rc, out["state"], out["rrpcCode"]) == (0, "answered", "SUCCESS"), out
+    assert out["reply"] == "pong:ping"
