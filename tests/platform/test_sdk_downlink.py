@@ -326,3 +326,24 @@ def test_node_sdk_answers_property_set_service_and_rrpc(platform, node_lamp, cli
     assert (line["call"], line["payload"]) == ("rrpc", "ping") and line["topic"] == out["topic"]
     assert (rc, out["state"], out["rrpcCode"]) == (0, "answered", "SUCCESS"), out
     assert out["reply"] == "pong:ping"
+
+
+def test_rrpc_and_sdk_subscriptions_stay_within_the_device():
+    """What the SDKs subscribe is granted for the device's own topics only."""
+    from host_tools.platform.server import DEFAULT_CUSTOM, can_subscribe
+
+    def ok(f):
+        return can_subscribe("pk1", "dn1", f, DEFAULT_CUSTOM)
+
+    assert ok("/ext/rrpc/+/pk1/dn1/user/get") and ok("/ext/rrpc/+/pk1/dn1/user/update")
+    assert ok("/ext/rrpc/+/sys/pk1/dn1/thing/service/+") and ok("/shadow/get/pk1/dn1")
+    assert ok("/ext/session/pk1/dn1/combine/login_reply")
+    for f in (
+        "/ext/rrpc/+/pk2/dn2/user/get",  # another device's topic
+        "/ext/rrpc/+/pk1/dn1/user/nope",  # no such topic class
+        "/ext/rrpc/+/#",
+        "/ext/rrpc/+",
+        "/shadow/get/pk2/dn2",
+        "/ext/session/pk2/dn2/combine/login_reply",
+    ):
+        assert not ok(f), f
