@@ -165,11 +165,19 @@ def can_publish(pk, dn, topic, custom):
 
 
 def can_subscribe(pk, dn, filt, custom):
+    if filt.startswith("/ext/rrpc/+/"):  # custom-topic RRPC: /ext/rrpc/+/<a topic of its own>
+        inner = filt[len("/ext/rrpc/+") :]
+        return can_subscribe(pk, dn, inner, custom) or can_publish(pk, dn, inner, custom)
     if filt.startswith(f"/sys/{pk}/{dn}/") or filt.startswith(f"/broadcast/{pk}/"):
         return True
     if filt in (
         f"/ext/ntp/{pk}/{dn}/response",
         f"/ota/device/upgrade/{pk}/{dn}",
+        # Aliyun's Node.js device SDK subscribes these at every connect (device shadow, gateway
+        # sub-device sessions); the cloud grants them. Nothing is ever delivered there here.
+        f"/shadow/get/{pk}/{dn}",
+        f"/ext/session/{pk}/{dn}/combine/login_reply",
+        f"/ext/session/{pk}/{dn}/combine/logout_reply",
         "/ext/regnwl",
         "/ext/register",
     ):
