@@ -1,38 +1,11 @@
-# Registration (regnwl) and the /ext/regnwl reply check. Loaded by app only while the board has
-# no token and unloaded right after: its code does not sit in the heap while online.
+# Registration (regnwl): the exchange only. Loaded by app only while the board has no token and
+# unloaded right after: its code does not sit in the heap while online. The reply's check and
+# the record's store are creds.accept's, loaded once the TLS session is closed: the handshake
+# needs every block it can get.
 import gc
-import json
-
-from micropython import const
 
 from zeroburn import log, unload
 from zeroburn.mqtt import Client, MQTTException
-
-_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
-
-
-def check_reply(msg, pk, dn):
-    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > _MAX_REPLY:
-        raise ValueError("reply too large (%d bytes)" % len(msg))
-    try:
-        r = json.loads(msg)
-    except ValueError:
-        raise ValueError("reply is not JSON")
-    if not isinstance(r, dict):
-        raise ValueError("reply is not a JSON object")
-    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
-        v = r.get(key)
-        if not isinstance(v, str) or not 1 <= len(v) <= 64:
-            raise ValueError("reply field %s missing or not a sane string" % key)
-    if r["productKey"] != pk or r["deviceName"] != dn:
-        raise ValueError("reply is for another device")
-    cid = r["clientId"]
-    # the client id is embedded in the connwl client id: its delimiters must not appear
-    for b in (cid + r["deviceToken"]).encode():  # bytes: see config.bad_char
-        if b in b"|," or not 32 < b < 127:
-            raise ValueError("reply clientId/deviceToken holds forbidden characters")
-    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
 
 
 def run(a):
@@ -76,21 +49,8 @@ def register(a, ids):
             return a.reg_delay()
     finally:
         c.close()  # before any other TLS session is opened
-    try:
-        rec = check_reply(got[0], cfg.product_key, a.dn)
-    except ValueError as e:
-        log("reg", "W: reply rejected, nothing stored: %s" % e)
-        return a.reg_delay()
-    m = a.buf.meta
-    m["rn"] = m.get("rn", 0) + 1
-    m["rf"] = 0
-    a.regs += 1
-    a.rec = rec
-    try:
-        from zeroburn import creds
+    # the reply's check and the record's store: loaded only now, with the TLS session closed,
+    # so that their code is not in the heap during the handshake
+    from zeroburn import creds
 
-        creds.store_of(a).save(rec)
-    except OSError as e:  # keep going with the token in RAM: the slot is already spent
-        log("cred", "E: token not stored: %r" % (e,))
-    log("reg", "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.regs))
-    return 0
+    return creds.accept(a, got[0])
