@@ -1,6 +1,5 @@
-# The credential record (clientId + deviceToken, never productSecret), its power-safe stores, the
-# check of the /ext/regnwl reply that makes it, and what a refused token login does to it.
-# Loaded only when these are needed.
+# The credential record (clientId + deviceToken, never productSecret), its power-safe stores, and
+# what a refused token login does to it. Loaded only when these are needed.
 import hashlib
 import json
 import os
@@ -15,7 +14,6 @@ from zeroburn import log
 # Constants are const() or inline: every module-level name is a qstr, for good, in a board's heap.
 _VERSION = const(1)
 _MAX_RECORD = const(384)
-_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
 
 
 def encode(d):
@@ -98,53 +96,6 @@ class Store:
     def wipe(self):
         """Forget the token, keep the registration count."""
         self.save({})
-
-
-def check_reply(msg, pk, dn):
-    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > _MAX_REPLY:
-        raise ValueError("reply too large (%d bytes)" % len(msg))
-    try:
-        r = json.loads(msg)
-    except ValueError:
-        raise ValueError("reply is not JSON")
-    if not isinstance(r, dict):
-        raise ValueError("reply is not a JSON object")
-    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
-        v = r.get(key)
-        if not isinstance(v, str) or not 1 <= len(v) <= 64:
-            raise ValueError("reply field %s missing or not a sane string" % key)
-    if r["productKey"] != pk or r["deviceName"] != dn:
-        raise ValueError("reply is for another device")
-    cid = r["clientId"]
-    # the client id is embedded in the connwl client id: its delimiters must not appear
-    for b in (cid + r["deviceToken"]).encode():  # bytes: see config.bad_char
-        if b in b"|," or not 32 < b < 127:
-            raise ValueError("reply clientId/deviceToken holds forbidden characters")
-    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
-
-
-def accept(a, msg):
-    """The /ext/regnwl reply msg to App a's registration (reg.register, after the session is
-    closed): checked, then the record kept in a and stored; returns the delay before the next
-    step (0: go on to log in)."""
-    cfg = a.cfg
-    try:
-        rec = check_reply(msg, cfg.product_key, a.dn)
-    except ValueError as e:
-        log("reg", "W: reply rejected, nothing stored: %s" % e)
-        return a.reg_delay()
-    m = a.buf.meta
-    m["rn"] = m.get("rn", 0) + 1
-    m["rf"] = 0
-    a.regs += 1
-    a.rec = rec
-    try:
-        store_of(a).save(rec)
-    except OSError as e:  # keep going with the token in RAM: the slot is already spent
-        log("cred", "E: token not stored: %r" % (e,))
-    log("reg", "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.regs))
-    return 0
 
 
 def store_of(a):

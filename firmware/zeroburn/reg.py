@@ -1,7 +1,7 @@
-# Registration (regnwl): the exchange only. Loaded by app only while the board has no token and
-# unloaded right after: its code does not sit in the heap while online. The reply's check and
-# the record's store are creds.accept's, loaded once the TLS session is closed: the handshake
-# needs every block it can get.
+# Registration (regnwl). Loaded by app only while the board has no token and unloaded right
+# after: its code does not sit in the heap while online. The signing code and the check of the
+# /ext/regnwl reply (sign.check_reply) are loaded only before and after the TLS session: the
+# handshake needs every block it can get.
 import gc
 
 from zeroburn import log, unload
@@ -49,8 +49,25 @@ def register(a, ids):
             return a.reg_delay()
     finally:
         c.close()  # before any other TLS session is opened
-    # the reply's check and the record's store: loaded only now, with the TLS session closed,
-    # so that their code is not in the heap during the handshake
-    from zeroburn import creds
+    from zeroburn import sign
 
-    return creds.accept(a, got[0])
+    try:
+        rec = sign.check_reply(got[0], cfg.product_key, a.dn)
+    except ValueError as e:
+        log("reg", "W: reply rejected, nothing stored: %s" % e)
+        return a.reg_delay()
+    del sign
+    unload("sign")  # before creds is loaded
+    m = a.buf.meta
+    m["rn"] = m.get("rn", 0) + 1
+    m["rf"] = 0
+    a.regs += 1
+    a.rec = rec
+    try:
+        from zeroburn import creds
+
+        creds.store_of(a).save(rec)
+    except OSError as e:  # keep going with the token in RAM: the slot is already spent
+        log("cred", "E: token not stored: %r" % (e,))
+    log("reg", "registered as %s (clientId %s, registration #%d)" % (a.dn, rec["cid"], a.regs))
+    return 0

@@ -83,14 +83,14 @@ def test_full_cycle_fits_the_heap_from_mpy(micropython, tmp_path, certs, broker)
 # Validation walks bytes: iterating a str would intern each character as a qstr, for good.
 _VALIDATE_NOVEL_TEXT = """
 import json, micropython
-from zeroburn import config, creds, sign
+from zeroburn import config, sign
 def validate():
     cfg = config.parse({"product_key": "a1B2C3D4E5F", "product_secret": "Q" * 16,
                         "region": "cn-shanghai", "wifi_ssid": "lab", "device_name_prefix": "Zq-"})
     sign.device_name(b"\\xfe\\xdc\\xba\\x98\\x76\\x54", cfg.device_name_prefix)
     reply = json.dumps({"productKey": "a1B2C3D4E5F", "deviceName": "Zq-fedcba987654",
                         "clientId": "WXYZwxyz%s" % NOVEL, "deviceToken": "HJKLhjkl%s" % NOVEL})
-    creds.check_reply(reply, "a1B2C3D4E5F", "Zq-fedcba987654")
+    sign.check_reply(reply, "a1B2C3D4E5F", "Zq-fedcba987654")
 validate()  # once, so that what the code itself interns is in
 micropython.qstr_info()
 NOVEL = "UVuv" + "GMNPgmnp"
