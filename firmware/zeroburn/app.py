@@ -173,15 +173,42 @@ class App:
     def run(self):
         from zeroburn import start
 
-        # TLS context, device name, RTC samples, stored token, watchdog; mqtt and every phase
-        # module once (their qstrs)
-        start.prepare(self)
+        start.prepare(self)  # TLS context, device name, RTC samples, stored token, watchdog
         del start
         unload("start")
         gc.collect()
+        # the buffer long downlinks are read into (an OTA push), while a block this long is
+        # free; zeroburn.otainit builds the OTA state around it below. Not on the boot that
+        # registers: the registration needs that room, and an upgrade can wait for a reset.
+        if self.rec:
+            self.ota = bytearray(1024)  # pyright: ignore[reportAttributeAccessIssue]  (until otainit makes the list around it: one attribute, no new name)
+        # Now, into the room start left and while the heap is still in one piece: mqtt and
+        # umqtt.simple (they stay for good), and every phase module once, then dropped again,
+        # so that the names they intern (qstrs, kept for good however late they are made, and a
+        # new pool of them needs one 3.6 KiB block) are made here rather than later, between
+        # a session's transient blocks.
+        cfg = self.cfg
+        try:  # an upgrade to download (docs/ota.md): the room is for it, MQTT is not needed
+            os.stat("/zb/job.json")
+            names = ()
+        except OSError:
+            from zeroburn import mqtt  # noqa: F401
+
+            names = (
+                "link",
+                "reg",
+                "session",
+                cfg.mode == "duty_cycle" and "duty",
+                cfg.alink and "alink",
+                self.thing and "thing",
+            )
+        for name in names:
+            if name:
+                __import__("zeroburn.%s" % name)
+                unload(name)
         gc.collect()
         self.phase("otainit")  # OTA state: the running version, topics, probation (docs/ota.md)
-        if self.cfg.mode == "duty_cycle":
+        if cfg.mode == "duty_cycle":
             from zeroburn import duty
 
             return duty.wake(self)

@@ -1,6 +1,6 @@
 # Aliyun MQTT identities: deviceName, the regnwl client id and its HMAC password (connwl's, which
 # needs no HMAC, is mqtt.connwl: the session does not load this module), and the check of the
-# identity /ext/regnwl returns (reg loads this module again for it, once its TLS session is closed).
+# identity /ext/regnwl returns (reg loads this module again for it, its TLS session closed).
 import binascii
 import hashlib
 import json

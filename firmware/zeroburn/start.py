@@ -116,35 +116,6 @@ def prepare(a):
     else:
         log("cred", "no token for %s: will register" % a.dn)
     hw.wdt_start(cfg.wdt_s)
-    # the buffer long downlinks are read into (an OTA push), while a block this long is
-    # free; zeroburn.otainit builds the OTA state around it below. Not on the boot that
-    # registers: the registration needs that room, and an upgrade can wait for a reset.
-    if a.rec:
-        a.ota = bytearray(1024)  # pyright: ignore[reportAttributeAccessIssue]  (until otainit makes the list around it: one attribute, no new name)
-    # Now, into the room start left and while the heap is still in one piece: mqtt and
-    # umqtt.simple (they stay for good), and every phase module once, then dropped again,
-    # so that the names they intern (qstrs, kept for good however late they are made, and a
-    # new pool of them needs one 3.6 KiB block) are made here rather than later, between
-    # a session's transient blocks.
-    cfg = a.cfg
-    try:  # an upgrade to download (docs/ota.md): the room is for it, MQTT is not needed
-        os.stat("/zb/job.json")
-        names = ()
-    except OSError:
-        from zeroburn import mqtt  # noqa: F401
-
-        names = (
-            "link",
-            "reg",
-            "session",
-            cfg.mode == "duty_cycle" and "duty",
-            cfg.alink and "alink",
-            a.thing and "thing",
-        )
-    for name in names:
-        if name:
-            __import__("zeroburn.%s" % name)
-            unload(name)
 
 
 def tls_context(ca_file):

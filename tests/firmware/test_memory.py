@@ -9,8 +9,8 @@ from tests.firmware.conftest import PK, SECRET, scenario_result
 from tests.firmware.cpy import HERE
 
 # The 48K. On this 64-bit VM the full cycle (this harness's fake board and clock included)
-# completes in 42K today; where the cliff lies moves by a kilobyte or two with the heap's layout
-# (docs/firmware.md section 8). ZB_HEAP=40K shows how a failure reads.
+# completes in 46K today (45K fails); where the cliff lies moves by a kilobyte or two with the
+# heap's layout (docs/firmware.md section 8). ZB_HEAP=40K shows how a failure reads.
 HEAP = os.environ.get("ZB_HEAP", "48K")
 
 
