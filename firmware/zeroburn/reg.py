@@ -1,38 +1,11 @@
-# Registration (regnwl) and the /ext/regnwl reply check. Loaded by app only while the board has
-# no token and unloaded right after: its code does not sit in the heap while online.
+# Registration (regnwl). Loaded by app only while the board has no token and unloaded right
+# after: its code does not sit in the heap while online. The signing code and the check of the
+# /ext/regnwl reply (sign.check_reply) are loaded only before and after the TLS session: the
+# handshake needs every block it can get.
 import gc
-import json
-
-from micropython import const
 
 from zeroburn import log, unload
 from zeroburn.mqtt import Client, MQTTException
-
-_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
-
-
-def check_reply(msg, pk, dn):
-    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > _MAX_REPLY:
-        raise ValueError("reply too large (%d bytes)" % len(msg))
-    try:
-        r = json.loads(msg)
-    except ValueError:
-        raise ValueError("reply is not JSON")
-    if not isinstance(r, dict):
-        raise ValueError("reply is not a JSON object")
-    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
-        v = r.get(key)
-        if not isinstance(v, str) or not 1 <= len(v) <= 64:
-            raise ValueError("reply field %s missing or not a sane string" % key)
-    if r["productKey"] != pk or r["deviceName"] != dn:
-        raise ValueError("reply is for another device")
-    cid = r["clientId"]
-    # the client id is embedded in the connwl client id: its delimiters must not appear
-    for b in (cid + r["deviceToken"]).encode():  # bytes: see config.bad_char
-        if b in b"|," or not 32 < b < 127:
-            raise ValueError("reply clientId/deviceToken holds forbidden characters")
-    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}
 
 
 def run(a):
@@ -76,11 +49,15 @@ def register(a, ids):
             return a.reg_delay()
     finally:
         c.close()  # before any other TLS session is opened
+    from zeroburn import sign
+
     try:
-        rec = check_reply(got[0], cfg.product_key, a.dn)
+        rec = sign.check_reply(got[0], cfg.product_key, a.dn)
     except ValueError as e:
         log("reg", "W: reply rejected, nothing stored: %s" % e)
         return a.reg_delay()
+    del sign
+    unload("sign")  # before creds is loaded
     m = a.buf.meta
     m["rn"] = m.get("rn", 0) + 1
     m["rf"] = 0

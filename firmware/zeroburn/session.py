@@ -35,6 +35,7 @@ def run(a):
     )
     del rec
     c.set_callback(lambda topic, msg: on_msg(a, topic, msg, c))
+    gc.collect()  # what ids() left, freed before the TLS handshake needs the heap
     try:
         try:
             c.connect()

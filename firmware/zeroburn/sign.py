@@ -1,8 +1,14 @@
 # Aliyun MQTT identities: deviceName, the regnwl client id and its HMAC password (connwl's, which
-# needs no HMAC, is mqtt.connwl: the session does not load this module).
+# needs no HMAC, is mqtt.connwl: the session does not load this module), and the check of the
+# identity /ext/regnwl returns (reg loads this module again for it, its TLS session closed).
 import binascii
 import hashlib
+import json
 import os
+
+from micropython import const
+
+_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
 
 
 def hmac_hex(key, msg, method):
@@ -62,3 +68,27 @@ def regnwl(cfg, dn, rnd):
         dn + "&" + cfg.product_key,
         hmac_hex(cfg.product_secret, content, cfg.signmethod),
     )
+
+
+def check_reply(msg, pk, dn):
+    """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
+    if len(msg) > _MAX_REPLY:
+        raise ValueError("reply too large (%d bytes)" % len(msg))
+    try:
+        r = json.loads(msg)
+    except ValueError:
+        raise ValueError("reply is not JSON")
+    if not isinstance(r, dict):
+        raise ValueError("reply is not a JSON object")
+    for key in ("productKey", "deviceName", "clientId", "deviceToken"):
+        v = r.get(key)
+        if not isinstance(v, str) or not 1 <= len(v) <= 64:
+            raise ValueError("reply field %s missing or not a sane string" % key)
+    if r["productKey"] != pk or r["deviceName"] != dn:
+        raise ValueError("reply is for another device")
+    cid = r["clientId"]
+    # the client id is embedded in the connwl client id: its delimiters must not appear
+    for b in (cid + r["deviceToken"]).encode():  # bytes: see config.bad_char
+        if b in b"|," or not 32 < b < 127:
+            raise ValueError("reply clientId/deviceToken holds forbidden characters")
+    return {"pk": pk, "dn": dn, "cid": cid, "tok": r["deviceToken"]}

@@ -4,7 +4,7 @@ import json
 import os
 
 from fakenvs import FakeNvs
-from zeroburn import alink, app, config, creds, duty, mqtt, reg, sign, start, telemetry
+from zeroburn import alink, app, config, creds, duty, mqtt, sign, start, telemetry
 
 SECRET = "0123456789abcdef"
 MSG = "deviceNameesp32-0001productKeya1B2C3D4E5Frandom1234567890"
@@ -186,7 +186,7 @@ def _reply(**kw):
 
 
 def check_reply_validation():
-    rec = reg.check_reply(_reply(), "a1B2C3D4E5F", "240ac4123456")
+    rec = sign.check_reply(_reply(), "a1B2C3D4E5F", "240ac4123456")
     assert rec == {"pk": "a1B2C3D4E5F", "dn": "240ac4123456", "cid": "c1", "tok": "t1"}
     bad = (
         (b"not json", "not JSON"),
@@ -201,7 +201,7 @@ def check_reply_validation():
         (_reply(extra="y" * 600), "too large"),
     )
     for msg, text in bad:
-        raises(reg.check_reply, msg, "a1B2C3D4E5F", "240ac4123456", text=text)
+        raises(sign.check_reply, msg, "a1B2C3D4E5F", "240ac4123456", text=text)
 
 
 def _store_cycle(store, reopen):

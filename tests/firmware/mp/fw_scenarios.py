@@ -121,14 +121,12 @@ def out_of_memory():
 
 
 def boot():
-    from zeroburn import config  # first, as app.main() does: parsed once, then unloaded
+    from zeroburn import app, config  # app first, as main.py does; config parsed once, dropped
 
     with open("scenario.json") as f:
         p = json.load(f)
     cfg = config.settings(config.parse(p["cfg"]))
     del config
-    from zeroburn import app
-
     app.unload("config")
     gc.collect()
     hw = FakeHW()
