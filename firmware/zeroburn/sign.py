@@ -6,9 +6,7 @@ import hashlib
 import json
 import os
 
-from micropython import const
-
-_MAX_REPLY = const(512)  # a /ext/regnwl reply larger than this is not Aliyun's
+# No micropython.const here: the host tools import this module in CPython (device names).
 
 
 def hmac_hex(key, msg, method):
@@ -72,7 +70,7 @@ def regnwl(cfg, dn, rnd):
 
 def check_reply(msg, pk, dn):
     """Validate a /ext/regnwl payload; return the record to persist or raise ValueError."""
-    if len(msg) > _MAX_REPLY:
+    if len(msg) > 512:  # a /ext/regnwl reply larger than this is not Aliyun's
         raise ValueError("reply too large (%d bytes)" % len(msg))
     try:
         r = json.loads(msg)
