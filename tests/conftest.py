@@ -32,3 +32,13 @@ def run_micropython(micropython, code, path=(), heap=None, timeout=60, cwd=None)
 def umqtt_simple():
     assert UMQTT_SIMPLE.exists(), "umqtt/simple.py missing: `make setup` fetches it"
     return UMQTT_SIMPLE
+
+
+def stop_process(proc, grace=10):
+    """Ask a served process (`zeroburn board serve`) to end; kill it after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 VENV_BIN = Path(sys.executable).parent
 MAIN = """\
 import time
@@ -56,12 +58,7 @@ def served(tmp_path, micropython):
         console.wait("main.py running")
         yield ready, flash, link, console
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert proc.returncode == 0
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 VENV_BIN = Path(sys.executable).parent
 MAC = "24:0a:c4:5e:1f:07"
 DN = MAC.replace(":", "")
@@ -77,12 +79,7 @@ def served(tmp_path, micropython):
         assert "stock main.py" in seen, seen
         yield link, flash
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

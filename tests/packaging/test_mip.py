@@ -13,6 +13,7 @@ from host_tools.build import mip, staging
 from host_tools.build.config_cmd import platform_config
 from host_tools.paths import FIRMWARE, ROOT, UMQTT_SIMPLE
 from host_tools.platform.testing import running_platform
+from tests.conftest import stop_process
 from tests.emulator.test_mpremote import Console
 
 VENV_BIN = Path(sys.executable).parent
@@ -141,12 +142,7 @@ def test_mip_install_onto_a_virtual_board_then_it_registers_and_reports(tmp_path
             console.wait(f"[mqtt] online as {DN}", timeout=120)
             console.wait("[tel] acked", timeout=120)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         reg = [e for e in plat.registry.events(device_name=DN) if e["kind"] == "register"]
         assert len(reg) == 1
         topic = f"/{pk}/{DN}/user/update"
